@@ -1,0 +1,1 @@
+"""The inference engine: models, audio, ASR. Knows nothing of transports."""

@@ -1,0 +1,247 @@
+"""Whisper ASR on CTranslate2 (faster-whisper): resident models, per-request options, workers.
+
+Each resident model has its own worker thread and a bounded count of requests in flight, so two
+models serve two clients in parallel, the event loop never runs inference, and overload is
+refused with a clear error instead of an ever-growing queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from faster_whisper import WhisperModel
+
+from ..errors import InvalidRequestError, ModelLoadError, OverloadedError
+from .audio import WHISPER_RATE
+from .hardware import ComputePlan
+from .languages import normalise_language
+from .models import ModelInfo, ModelRegistry
+
+_LOGGER = logging.getLogger(__name__)
+
+TASKS = ("transcribe", "translate")
+MAX_BEAM_SIZE = 20
+
+
+@dataclass(frozen=True)
+class TranscriptionOptions:
+    """One request's choices; None means the server's default."""
+
+    model: str | None = None
+    language: str | None = None  # a code, or "auto" to detect
+    task: str | None = None
+    beam_size: int | None = None
+    initial_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class AsrDefaults:
+    model: str
+    language: str | None = None  # None: detect
+    task: str = "transcribe"
+    beam_size: int = 5
+    initial_prompt: str | None = None
+    max_queue: int = 8
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+
+
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    language: str | None
+    language_probability: float | None
+    duration: float
+    model: str
+    task: str
+    segments: list[Segment] = field(default_factory=list)
+    queue_seconds: float = 0.0
+    inference_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Request:
+    """Options checked against the chosen model, ready for faster-whisper."""
+
+    language: str | None
+    task: str
+    beam_size: int
+    initial_prompt: str | None
+
+
+class ResidentModel:
+    """A loaded model with its own worker thread."""
+
+    def __init__(self, info: ModelInfo, whisper: WhisperModel, load_seconds: float) -> None:
+        self.info = info
+        self.whisper = whisper
+        self.load_seconds = load_seconds
+        self.in_flight = 0  # queued + running, counted on the event loop
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"asr-{info.name}")
+
+    def transcribe(self, audio: np.ndarray, request: _Request) -> tuple[list[Segment], object]:
+        segments, info = self.whisper.transcribe(
+            audio,
+            language=request.language,
+            task=request.task,
+            beam_size=request.beam_size,
+            initial_prompt=request.initial_prompt,
+        )
+        # The generator decodes lazily: consume it here, on the worker thread.
+        return [
+            Segment(s.start, s.end, s.text, s.avg_logprob, s.no_speech_prob) for s in segments
+        ], info
+
+
+class AsrEngine:
+    def __init__(self, registry: ModelRegistry, plan: ComputePlan, defaults: AsrDefaults) -> None:
+        self.registry = registry
+        self.plan = plan
+        self.defaults = defaults
+        self._resident: dict[str, ResidentModel] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+        self._catalogue: list[ModelInfo] | None = None
+
+    # --- models -------------------------------------------------------------------------------
+
+    @property
+    def resident(self) -> dict[str, ResidentModel]:
+        return dict(self._resident)
+
+    def catalogue(self) -> list[ModelInfo]:
+        """Every model this server can use without a download, resident ones first."""
+        if self._catalogue is None:
+            self._catalogue = self.registry.catalogue()
+        infos = [m.info for m in self._resident.values()]
+        names = {i.name for i in infos}
+        return infos + [i for i in self._catalogue if i.name not in names]
+
+    async def preload(self, names: list[str], progress: bool = False) -> None:
+        for name in names:
+            await self.model(name, progress)
+
+    async def model(self, name: str | None = None, progress: bool = False) -> ResidentModel:
+        """The resident model of that name, loading it on first use."""
+        name = name or self.defaults.model
+        if (resident := self._resident.get(name)) is not None:
+            return resident
+        # Unknown names fail here, before any thread is used.
+        self.registry.describe(name)
+        lock = self._loading.setdefault(name, asyncio.Lock())
+        async with lock:
+            if (resident := self._resident.get(name)) is None:
+                resident = await asyncio.to_thread(self._load, name, progress)
+                self._resident[name] = resident
+                self._catalogue = None
+        return resident
+
+    def _load(self, name: str, progress: bool) -> ResidentModel:
+        info = self.registry.resolve(name, progress)
+        start = time.perf_counter()
+        try:
+            whisper = WhisperModel(
+                str(info.path),
+                device=self.plan.device,
+                device_index=self.plan.device_index,
+                compute_type=self.plan.compute_type,
+                cpu_threads=self.plan.cpu_threads,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as err:
+            raise ModelLoadError(f"cannot load model {name!r} from {info.path}: {err}") from err
+        seconds = time.perf_counter() - start
+        _LOGGER.info(
+            "Loaded model %s (%s, %s) from %s in %.2f s",
+            name, info.origin, "multilingual" if info.multilingual else "English-only", info.path, seconds,
+        )
+        return ResidentModel(info, whisper, seconds)
+
+    async def close(self) -> None:
+        for resident in self._resident.values():
+            resident.executor.shutdown(wait=True, cancel_futures=True)
+        self._resident.clear()
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def check_options(self, info: ModelInfo, options: TranscriptionOptions) -> _Request:
+        """Apply defaults and refuse what the model cannot do, with a message saying why."""
+        task = options.task or self.defaults.task
+        if task not in TASKS:
+            raise InvalidRequestError(f"unknown task {task!r}; use transcribe or translate")
+        beam_size = self.defaults.beam_size if options.beam_size is None else options.beam_size
+        if not isinstance(beam_size, int) or not 1 <= beam_size <= MAX_BEAM_SIZE:
+            raise InvalidRequestError(f"beam size must be an integer from 1 to {MAX_BEAM_SIZE}, got {beam_size!r}")
+        if options.language is not None:
+            language = normalise_language(options.language)
+        elif info.multilingual:
+            language = self.defaults.language
+        else:
+            language = "en"
+        if language is not None and language not in info.languages:
+            if not info.multilingual:
+                raise InvalidRequestError(
+                    f"model {info.name} is English-only and cannot take language {language!r}; "
+                    "choose a multilingual model such as base"
+                )
+            raise InvalidRequestError(f"model {info.name} does not know language {options.language!r}")
+        if task == "translate" and not info.multilingual:
+            raise InvalidRequestError(
+                f"model {info.name} is English-only and cannot translate; choose a multilingual model such as base"
+            )
+        if not info.multilingual:
+            language = "en"
+        prompt = options.initial_prompt if options.initial_prompt is not None else self.defaults.initial_prompt
+        return _Request(language, task, beam_size, prompt)
+
+    async def transcribe(self, audio: np.ndarray, options: TranscriptionOptions | None = None) -> Transcription:
+        """Transcribe 16 kHz mono float32 audio on a worker thread."""
+        options = options or TranscriptionOptions()
+        resident = await self.model(options.model)
+        request = self.check_options(resident.info, options)
+        duration = len(audio) / WHISPER_RATE
+        if not len(audio):
+            return Transcription("", request.language, None, 0.0, resident.info.name, request.task)
+        if resident.in_flight >= self.defaults.max_queue:
+            raise OverloadedError(
+                f"model {resident.info.name} is busy: {resident.in_flight} requests in flight "
+                f"(limit {self.defaults.max_queue}); try again shortly"
+            )
+        resident.in_flight += 1
+        queued_at = time.perf_counter()
+        started_at = queued_at
+
+        def run() -> tuple[list[Segment], object]:
+            nonlocal started_at
+            started_at = time.perf_counter()
+            return resident.transcribe(audio, request)
+
+        try:
+            loop = asyncio.get_running_loop()
+            segments, info = await loop.run_in_executor(resident.executor, run)
+        finally:
+            resident.in_flight -= 1
+        finished_at = time.perf_counter()
+        text = "".join(s.text for s in segments).strip()
+        return Transcription(
+            text=text,
+            language=info.language,
+            language_probability=info.language_probability,
+            duration=duration,
+            model=resident.info.name,
+            task=request.task,
+            segments=segments,
+            queue_seconds=started_at - queued_at,
+            inference_seconds=finished_at - started_at,
+        )
