@@ -22,8 +22,16 @@ from .errors import ConfigError
 ENV_PREFIX = "WIS_"
 DEFAULT_PORT = 10300
 COMPUTE_TYPES = (
-    "auto", "default", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
-    "int16", "float16", "bfloat16", "float32",
+    "auto",
+    "default",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
 )
 
 
@@ -147,9 +155,7 @@ class ResolvedSettings:
 
     def describe(self) -> list[str]:
         """One line per setting, for the start-up log."""
-        return [
-            f"{name} = {getattr(self.settings, name)!r} ({self.sources[name]})" for name in SETTING_NAMES
-        ]
+        return [f"{name} = {getattr(self.settings, name)!r} ({self.sources[name]})" for name in SETTING_NAMES]
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

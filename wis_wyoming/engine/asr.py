@@ -100,9 +100,7 @@ class ResidentModel:
             initial_prompt=request.initial_prompt,
         )
         # The generator decodes lazily: consume it here, on the worker thread.
-        return [
-            Segment(s.start, s.end, s.text, s.avg_logprob, s.no_speech_prob) for s in segments
-        ], info
+        return [Segment(s.start, s.end, s.text, s.avg_logprob, s.no_speech_prob) for s in segments], info
 
 
 class AsrEngine:
@@ -164,7 +162,11 @@ class AsrEngine:
         seconds = time.perf_counter() - start
         _LOGGER.info(
             "Loaded model %s (%s, %s) from %s in %.2f s",
-            name, info.origin, "multilingual" if info.multilingual else "English-only", info.path, seconds,
+            name,
+            info.origin,
+            "multilingual" if info.multilingual else "English-only",
+            info.path,
+            seconds,
         )
         return ResidentModel(info, whisper, seconds)
 
@@ -182,7 +184,9 @@ class AsrEngine:
             raise InvalidRequestError(f"unknown task {task!r}; use transcribe or translate")
         beam_size = self.defaults.beam_size if options.beam_size is None else options.beam_size
         if not isinstance(beam_size, int) or not 1 <= beam_size <= MAX_BEAM_SIZE:
-            raise InvalidRequestError(f"beam size must be an integer from 1 to {MAX_BEAM_SIZE}, got {beam_size!r}")
+            raise InvalidRequestError(
+                f"beam size must be an integer from 1 to {MAX_BEAM_SIZE}, got {beam_size!r}"
+            )
         if options.language is not None:
             language = normalise_language(options.language)
         elif info.multilingual:
@@ -198,14 +202,19 @@ class AsrEngine:
             raise InvalidRequestError(f"model {info.name} does not know language {options.language!r}")
         if task == "translate" and not info.multilingual:
             raise InvalidRequestError(
-                f"model {info.name} is English-only and cannot translate; choose a multilingual model such as base"
+                f"model {info.name} is English-only and cannot translate; "
+                "choose a multilingual model such as base"
             )
         if not info.multilingual:
             language = "en"
-        prompt = options.initial_prompt if options.initial_prompt is not None else self.defaults.initial_prompt
+        prompt = (
+            options.initial_prompt if options.initial_prompt is not None else self.defaults.initial_prompt
+        )
         return _Request(language, task, beam_size, prompt)
 
-    async def transcribe(self, audio: np.ndarray, options: TranscriptionOptions | None = None) -> Transcription:
+    async def transcribe(
+        self, audio: np.ndarray, options: TranscriptionOptions | None = None
+    ) -> Transcription:
         """Transcribe 16 kHz mono float32 audio on a worker thread."""
         options = options or TranscriptionOptions()
         resident = await self.model(options.model)

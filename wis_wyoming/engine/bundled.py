@@ -169,7 +169,9 @@ def _base_prepare(cache_dir: Path, progress: bool) -> Path:
 
 def _concatenate(parts: list[Path], out_path: Path, total: int, progress: bool) -> str:
     digest = hashlib.sha256()
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="Preparing bundled model base", disable=not progress)
+    bar = tqdm(
+        total=total, unit="B", unit_scale=True, desc="Preparing bundled model base", disable=not progress
+    )
     with out_path.open("wb") as out, bar:
         for part in parts:
             with part.open("rb") as source:
@@ -211,4 +213,3 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         ),
     )
 }
-

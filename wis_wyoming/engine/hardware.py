@@ -50,7 +50,8 @@ def plan_compute(device: str = "auto", compute_type: str = "auto", cpu_threads: 
         compute_type = next(t for t in preference if t in supported)
     elif compute_type != "default" and compute_type not in supported:
         raise ConfigError(
-            f"compute type {compute_type} is not supported on {device}; supported: {', '.join(sorted(supported))}"
+            f"compute type {compute_type} is not supported on {device}; "
+            f"supported: {', '.join(sorted(supported))}"
         )
     threads = cpu_threads or os.cpu_count() or 1
     return ComputePlan(device, index, compute_type, threads, cuda_devices)
