@@ -126,6 +126,17 @@ class AsrEngine:
         names = {i.name for i in infos}
         return infos + [i for i in self._catalogue if i.name not in names]
 
+    def describe(self, name: str | None = None) -> ModelInfo:
+        """Info on a model by name (default model if None), without loading it."""
+        name = name or self.defaults.model
+        if (resident := self._resident.get(name)) is not None:
+            return resident.info
+        return self.registry.describe(name)
+
+    def validate(self, options: TranscriptionOptions) -> None:
+        """Refuse a request early (before its audio arrives) if it cannot be served."""
+        self.check_options(self.describe(options.model), options)
+
     async def preload(self, names: list[str], progress: bool = False) -> None:
         for name in names:
             await self.model(name, progress)
@@ -136,7 +147,7 @@ class AsrEngine:
         if (resident := self._resident.get(name)) is not None:
             return resident
         # Unknown names fail here, before any thread is used.
-        self.registry.describe(name)
+        self.describe(name)
         lock = self._loading.setdefault(name, asyncio.Lock())
         async with lock:
             if (resident := self._resident.get(name)) is None:

@@ -1,0 +1,115 @@
+"""The running server: engine + transports, started and stopped as one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from functools import partial
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .config import Settings
+from .engine.asr import AsrDefaults, AsrEngine
+from .engine.hardware import plan_compute
+from .engine.models import ModelRegistry
+from .transports.wyoming_handler import WyomingHandler, WyomingService
+from .transports.zeroconf import ZeroconfAdvertiser, advertised_addresses
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def build_engine(settings: Settings) -> tuple[AsrEngine, list[str]]:
+    """The ASR engine for these settings, and the names of the models to keep resident."""
+    plan = plan_compute(settings.device, settings.compute_type, settings.cpu_threads)
+    _LOGGER.info("Compute plan: %s", plan.describe())
+    registry = ModelRegistry(settings.cache_dir, settings.hf_cache_dir, settings.local_files_only)
+    names = [registry.add_spec(spec) for spec in settings.models]
+    defaults = AsrDefaults(
+        model=names[0],
+        language=settings.language,
+        task=settings.task,
+        beam_size=settings.beam_size,
+        initial_prompt=settings.initial_prompt,
+        max_queue=settings.max_queue,
+    )
+    return AsrEngine(registry, plan, defaults), names
+
+
+class WisServer:
+    """Loads the resident models, listens for Wyoming clients and advertises itself."""
+
+    def __init__(self, settings: Settings, progress: bool = False) -> None:
+        self.settings = settings
+        self.progress = progress
+        self.engine: AsrEngine | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task] = set()
+        self._advertiser: ZeroconfAdvertiser | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The TCP port actually bound (useful with port 0)."""
+        if self._server is None or urlparse(self.settings.uri).scheme != "tcp":
+            return None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        self.engine, names = build_engine(self.settings)
+        await self.engine.preload(names, self.progress)
+        service = WyomingService(self.engine, self.settings.max_audio_seconds)
+        uri = urlparse(self.settings.uri)
+        handler_factory = partial(WyomingHandler, service)
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._connections.add(task)
+            try:
+                await handler_factory(reader, writer).run()
+            finally:
+                self._connections.discard(task)
+
+        if uri.scheme == "tcp":
+            self._server = await asyncio.start_server(on_connect, uri.hostname, uri.port)
+        elif uri.scheme == "unix":
+            Path(uri.path).unlink(missing_ok=True)
+            self._server = await asyncio.start_unix_server(on_connect, uri.path)
+        else:
+            raise ValueError(f"serve supports tcp:// and unix:// URIs, not {self.settings.uri}")
+        listening = f"tcp://{uri.hostname}:{self.port}" if uri.scheme == "tcp" else self.settings.uri
+        _LOGGER.info("Wyoming server listening on %s (pid %d)", listening, os.getpid())
+
+        if self.settings.zeroconf and uri.scheme == "tcp":
+            self._advertiser = ZeroconfAdvertiser(
+                self.settings.zeroconf,
+                self.port or 0,
+                advertised_addresses(uri.hostname or ""),
+                self.settings.zeroconf_interfaces,
+            )
+            await self._advertiser.start()
+        if self.settings.http_port is not None:
+            _LOGGER.warning("HTTP transport is not part of this build yet; http_port is ignored")
+
+    async def stop(self) -> None:
+        if self._advertiser is not None:
+            with contextlib.suppress(Exception):
+                await self._advertiser.stop()
+            self._advertiser = None
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+        if self.engine is not None:
+            await self.engine.close()
+
+    async def __aenter__(self) -> WisServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,1 @@
+"""Transports: how clients reach the engine (Wyoming now; HTTP and WebRTC later)."""
