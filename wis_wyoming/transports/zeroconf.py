@@ -85,12 +85,14 @@ class ZeroconfAdvertiser:
 
     async def start(self) -> None:
         # allow_name_change: a second server with the same name on the LAN gets "name (2)".
-        await self._zeroconf.async_register_service(self._info, allow_name_change=True)
+        # The call returns a task that probes and announces; wait for it to finish.
+        await (await self._zeroconf.async_register_service(self._info, allow_name_change=True))
         _LOGGER.info(
             "Zeroconf: advertising %s at %s port %d", self._info.name, ", ".join(self.addresses), self.port
         )
 
     async def stop(self) -> None:
-        await self._zeroconf.async_unregister_service(self._info)
+        # As with registering: the returned task sends the goodbye packets.
+        await (await self._zeroconf.async_unregister_service(self._info))
         await self._zeroconf.async_close()
         _LOGGER.info("Zeroconf: withdrew %s", self._info.name)
