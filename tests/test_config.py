@@ -73,7 +73,7 @@ def test_invalid_environment_value_names_the_variable():
 def test_bad_config_files_are_explained(tmp_path: Path):
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("beam: 3\n")
-    with pytest.raises(ConfigError, match="unknown setting.*beam"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*beam"):
         resolve_settings({}, environ={}, config_file=unknown)
     broken = tmp_path / "broken.yaml"
     broken.write_text("models: [tiny.en\n")

@@ -56,7 +56,7 @@ def test_local_directory_is_a_model_under_its_own_name(tmp_path: Path):
 
 def test_directory_without_a_model_is_refused(tmp_path: Path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="missing model.bin"):
+    with pytest.raises(ModelLoadError, match=r"missing model\.bin"):
         ModelRegistry(tmp_path).add_spec(str(tmp_path / "empty"))
 
 
