@@ -1,0 +1,229 @@
+"""Latency and WER, wis_wyoming vs wyoming-faster-whisper, measured side by side in one run.
+
+Both servers load the same CTranslate2 model directory with the same beam size, compute type and
+thread count. Each clip is streamed to each server in real time (as a satellite would), and the
+latency is the time from `audio-stop` to `transcript`. Clips alternate between servers so drift
+on the machine hits both alike.
+
+    .venv/bin/python bench/wyoming_latency.py --corpus commands --beam 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jiwer
+from whisper_normalizer.english import EnglishTextNormalizer
+from wyoming.asr import Transcribe
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.info import Describe
+
+REPO = Path(__file__).resolve().parent.parent
+SPEECH = Path(os.environ.get("WIS_SPEECH_DIR", REPO.parent / "shared" / "speech"))
+CHUNK_SAMPLES = 1024
+normalise = EnglishTextNormalizer()
+
+
+@dataclass
+class ServerRun:
+    name: str
+    command: list[str]
+    port: int
+    latencies: list[float] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_ready(run: ServerRun, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run.process is not None and run.process.poll() is not None:
+            raise RuntimeError(f"{run.name} exited with {run.process.returncode}")
+        try:
+            async with AsyncTcpClient("127.0.0.1", run.port) as client:
+                await client.write_event(Describe().event())
+                if await client.read_event() is not None:
+                    return
+        except OSError:
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"{run.name} did not start")
+
+
+async def stream_clip(port: int, wav_path: Path, language: str) -> tuple[float, str]:
+    with wave.open(str(wav_path)) as wav:
+        rate, width, channels = wav.getframerate(), wav.getsampwidth(), wav.getnchannels()
+        pcm = wav.readframes(wav.getnframes())
+    step = CHUNK_SAMPLES * width * channels
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Transcribe(language=language).event())
+        await client.write_event(AudioStart(rate, width, channels).event())
+        started = time.perf_counter()
+        for index, offset in enumerate(range(0, len(pcm), step)):
+            await client.write_event(AudioChunk(rate, width, channels, pcm[offset : offset + step]).event())
+            # Pace to real time against the start, so sleeps do not accumulate error.
+            delay = started + (index + 1) * CHUNK_SAMPLES / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        stop_sent = time.perf_counter()
+        await client.write_event(AudioStop().event())
+        while (event := await client.read_event()) is not None:
+            if event.type == "transcript":
+                return time.perf_counter() - stop_sent, event.data.get("text", "")
+            if event.type == "error":
+                raise RuntimeError(f"server error: {event.data}")
+    raise RuntimeError("connection closed without a transcript")
+
+
+def clip_seconds(path: Path) -> float:
+    with wave.open(str(path)) as wav:
+        return wav.getnframes() / wav.getframerate()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def model_directory(name: str, cache_dir: Path) -> Path:
+    from wis_wyoming.engine.models import ModelRegistry
+
+    return ModelRegistry(cache_dir, local_files_only=True).resolve(name).path
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="tiny.en", help="bundled model name or directory")
+    parser.add_argument("--corpus", default="commands", help="comma-separated folders of shared/speech")
+    parser.add_argument("--limit", type=int, default=0, help="clips per folder (0: all)")
+    parser.add_argument("--beam", type=int, default=1)
+    parser.add_argument("--compute-type", default="int8")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--language", default="en")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    cache_dir = Path(os.environ.get("WIS_CACHE_DIR", Path.home() / ".cache" / "wis_wyoming"))
+    model_dir = Path(args.model) if Path(args.model).is_dir() else model_directory(args.model, cache_dir)
+    clips: list[Path] = []
+    for folder in args.corpus.split(","):
+        found = sorted((SPEECH / folder).glob("*.wav"))
+        clips += found[: args.limit] if args.limit else found
+    references = [c.with_suffix(".txt").read_text().strip() for c in clips]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    common = [
+        "--beam-size",
+        str(args.beam),
+        "--compute-type",
+        args.compute_type,
+        "--cpu-threads",
+        str(args.threads),
+    ]
+
+    ours = ServerRun("wis_wyoming", [], free_port())
+    ours.command = [
+        sys.executable,
+        "-m",
+        "wis_wyoming",
+        "serve",
+        "--uri",
+        f"tcp://127.0.0.1:{ours.port}",
+        "--models",
+        f"bench={model_dir}",
+        "--local-files-only",
+        "--log-level",
+        "WARNING",
+        *common,
+    ]
+    data_dir = tempfile.mkdtemp(prefix="peer-data-")
+    peer = ServerRun("wyoming-faster-whisper", [], free_port())
+    peer.command = [
+        sys.executable,
+        "-m",
+        "wyoming_faster_whisper",
+        "--uri",
+        f"tcp://127.0.0.1:{peer.port}",
+        "--model",
+        str(model_dir),
+        "--data-dir",
+        data_dir,
+        "--local-files-only",
+        "--device",
+        "cpu",
+        "--language",
+        args.language,
+        *common,
+    ]
+    runs = [peer, ours]
+    try:
+        for run in runs:
+            run.process = subprocess.Popen(
+                run.command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        for run in runs:
+            await wait_ready(run)
+        # One warm-up request each: the first inference allocates buffers.
+        for run in runs:
+            await stream_clip(run.port, clips[0], args.language)
+        for clip in clips:
+            for run in runs:
+                latency, text = await stream_clip(run.port, clip, args.language)
+                run.latencies.append(latency)
+                run.texts.append(text)
+    finally:
+        for run in runs:
+            if run.process is not None:
+                run.process.terminate()
+                run.process.wait(timeout=30)
+
+    audio_seconds = sum(clip_seconds(c) for c in clips)
+    print(
+        f"\n{len(clips)} clips ({audio_seconds:.0f} s) from {args.corpus}, model {model_dir.name}, "
+        f"beam {args.beam}, {args.compute_type}, {args.threads} threads, streamed in real time"
+    )
+    print(f"{'server':<24} {'mean ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'WER %':>7}")
+    figures = {}
+    for run in runs:
+        wer = jiwer.wer([normalise(r) for r in references], [normalise(t) or "<empty>" for t in run.texts])
+        figures[run.name] = {
+            "mean": statistics.mean(run.latencies),
+            "p50": percentile(run.latencies, 0.5),
+            "p95": percentile(run.latencies, 0.95),
+            "wer": wer,
+        }
+        mean, p50, p95 = (figures[run.name][k] * 1e3 for k in ("mean", "p50", "p95"))
+        print(f"{run.name:<24} {mean:8.0f} {p50:8.0f} {p95:8.0f} {wer * 100:7.2f}")
+    o, p = figures[ours.name], figures[peer.name]
+    print(
+        f"ratio ours/peer: mean {o['mean'] / p['mean']:.2f}x, p50 {o['p50'] / p['p50']:.2f}x, "
+        f"p95 {o['p95'] / p['p95']:.2f}x; WER {o['wer'] * 100:.2f} % vs {p['wer'] * 100:.2f} %"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"settings": vars(args) | {"json": str(args.json)}, "figures": figures}, indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
