@@ -198,7 +198,7 @@ async def main() -> int:
 
     audio_seconds = sum(clip_seconds(c) for c in clips)
     print(
-        f"\n{len(clips)} clips ({audio_seconds:.0f} s) from {args.corpus}, model {model_dir.name}, "
+        f"\n{len(clips)} clips ({audio_seconds:.0f} s) from {args.corpus}, model {args.model}, "
         f"beam {args.beam}, {args.compute_type}, {args.threads} threads, streamed in real time"
     )
     print(f"{'server':<24} {'mean ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'WER %':>7}")

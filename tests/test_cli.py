@@ -103,6 +103,18 @@ async def test_serve_runs_offline_reports_resident_models_and_stops_on_sigterm(c
     assert "Shutting down" in log
 
 
+def test_serve_on_a_busy_port_says_so(cache_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "serve", "--local-files-only", "--uri", f"tcp://127.0.0.1:{port}", cache_dir=cache_dir
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on tcp://127.0.0.1:{port}" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

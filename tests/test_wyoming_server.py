@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import numpy as np
 from whisper_normalizer.english import EnglishTextNormalizer
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
-from wyoming.client import AsyncTcpClient
+from wyoming.client import AsyncClient, AsyncTcpClient
 from wyoming.event import Event
 from wyoming.info import Describe, Info, SelectProgram
 from wyoming.ping import Ping
 
+from wis_wyoming.app import WisServer
 from wis_wyoming.transports.wyoming_info import ASR_PROGRAM_NAME
 
 from .conftest import read_wav, reference_text, speech
@@ -288,3 +290,31 @@ async def test_overload_is_refused_with_a_clear_error(small_limits_server):
     assert "busy" in refused[0].data["text"]
     # Once the model is free again, requests go through.
     assert (await request()).type == "transcript"
+
+
+async def test_event_loop_answers_while_a_long_transcription_runs(server):
+    """Inference runs on worker threads: a ping is answered before a 30 s clip is transcribed."""
+    order: list[str] = []
+
+    async def long_request() -> None:
+        await transcribe_wav(server.port, speech("wis/wis_30sec.wav"), Transcribe(name="base"))
+        order.append("transcript")
+
+    task = asyncio.create_task(long_request())
+    await asyncio.sleep(0.5)
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        await client.write_event(Ping(text="now").event())
+        assert (await next_event(client)).type == "pong"
+        order.append("pong")
+        await client.write_event(Describe().event())
+        assert (await next_event(client)).type == "info"
+    await task
+    assert order == ["pong", "transcript"]
+
+
+async def test_unix_socket_transport(base_settings, tmp_path):
+    socket_path = tmp_path / "wis.sock"
+    settings = replace(base_settings, uri=f"unix://{socket_path}", models=["tiny.en"])
+    async with WisServer(settings), AsyncClient.from_uri(f"unix://{socket_path}") as client:
+        await send_wav(client, speech(DOOR), Transcribe())
+        assert_transcript_matches(await next_event(client), DOOR)

@@ -14,6 +14,7 @@ from .config import Settings
 from .engine.asr import AsrDefaults, AsrEngine
 from .engine.hardware import plan_compute
 from .engine.models import ModelRegistry
+from .errors import ConfigError
 from .transports.wyoming_handler import WyomingHandler, WyomingService
 from .transports.zeroconf import ZeroconfAdvertiser, advertised_addresses
 
@@ -71,13 +72,14 @@ class WisServer:
             finally:
                 self._connections.discard(task)
 
-        if uri.scheme == "tcp":
-            self._server = await asyncio.start_server(on_connect, uri.hostname, uri.port)
-        elif uri.scheme == "unix":
-            Path(uri.path).unlink(missing_ok=True)
-            self._server = await asyncio.start_unix_server(on_connect, uri.path)
-        else:
-            raise ValueError(f"serve supports tcp:// and unix:// URIs, not {self.settings.uri}")
+        try:
+            if uri.scheme == "tcp":
+                self._server = await asyncio.start_server(on_connect, uri.hostname, uri.port)
+            else:  # unix, the only other scheme the settings accept
+                Path(uri.path).unlink(missing_ok=True)
+                self._server = await asyncio.start_unix_server(on_connect, uri.path)
+        except OSError as err:
+            raise ConfigError(f"cannot listen on {self.settings.uri}: {err.strerror or err}") from err
         listening = f"tcp://{uri.hostname}:{self.port}" if uri.scheme == "tcp" else self.settings.uri
         _LOGGER.info("Wyoming server listening on %s (pid %d)", listening, os.getpid())
 

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NOT_SETTINGS = ("command", "config", "files", "json", "prepare", "uri_to_query")
+_NOT_SETTINGS = ("command", "config", "files", "json", "prepare")
 
 
 def _resolve(args: argparse.Namespace) -> ResolvedSettings:

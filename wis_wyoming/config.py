@@ -81,8 +81,8 @@ def _uri(value: Any) -> str:
     elif parsed.scheme == "unix":
         if not parsed.path:
             raise vol.Invalid(f"expected unix:///path/to/socket, got {value!r}")
-    elif parsed.scheme != "stdio":
-        raise vol.Invalid(f"expected tcp://HOST:PORT, unix://PATH or stdio://, got {value!r}")
+    else:
+        raise vol.Invalid(f"expected tcp://HOST:PORT or unix://PATH, got {value!r}")
     return value
 
 

@@ -119,7 +119,10 @@ class AsrEngine:
         return dict(self._resident)
 
     def catalogue(self) -> list[ModelInfo]:
-        """Every model this server can use without a download, resident ones first."""
+        """Every model this server can use without a download, resident ones first.
+
+        Listed once (at preload); models loaded since are merged in from the resident set.
+        """
         if self._catalogue is None:
             self._catalogue = self.registry.catalogue()
         infos = [m.info for m in self._resident.values()]
@@ -138,6 +141,8 @@ class AsrEngine:
         self.check_options(self.describe(options.model), options)
 
     async def preload(self, names: list[str], progress: bool = False) -> None:
+        # Listing the HF cache takes a few hundred ms of file lookups: keep it off the event loop.
+        self._catalogue = await asyncio.to_thread(self.registry.catalogue)
         for name in names:
             await self.model(name, progress)
 
@@ -153,7 +158,6 @@ class AsrEngine:
             if (resident := self._resident.get(name)) is None:
                 resident = await asyncio.to_thread(self._load, name, progress)
                 self._resident[name] = resident
-                self._catalogue = None
         return resident
 
     def _load(self, name: str, progress: bool) -> ResidentModel:

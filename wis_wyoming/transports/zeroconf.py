@@ -13,7 +13,7 @@ import re
 import socket
 
 import ifaddr
-from zeroconf import IPVersion
+from zeroconf import InterfaceChoice, IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 _LOGGER = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class ZeroconfAdvertiser:
         self.port = port
         self.addresses = addresses
         self._zeroconf = AsyncZeroconf(
-            interfaces=interfaces if interfaces else "all",  # type: ignore[arg-type]
+            interfaces=interfaces or InterfaceChoice.All,
             ip_version=IPVersion.All if any(":" in a for a in addresses) else IPVersion.V4Only,
         )
         self._info = AsyncServiceInfo(
