@@ -3,20 +3,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+is_python313() {
+    "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1
+}
+
 find_python() {
-    if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
-    if command -v python3.13 >/dev/null 2>&1; then command -v python3.13; return; fi
+    local candidates=()
+    [ -n "${PYTHON:-}" ] && candidates+=("$PYTHON")
+    # pyenv's python3.13 shim on PATH fails unless 3.13 is the selected version: try the real binary first.
     if command -v pyenv >/dev/null 2>&1; then
-        for candidate in "$(pyenv root)"/versions/3.13*/bin/python3; do
-            [ -x "$candidate" ] && { echo "$candidate"; return; }
-        done
+        candidates+=("$(pyenv root)"/versions/3.13*/bin/python3)
     fi
+    command -v python3.13 >/dev/null 2>&1 && candidates+=("$(command -v python3.13)")
+    command -v python3 >/dev/null 2>&1 && candidates+=("$(command -v python3)")
+    for candidate in "${candidates[@]}"; do
+        if is_python313 "$candidate"; then echo "$candidate"; return; fi
+    done
     echo "wis-wyoming install: Python 3.13 not found (set PYTHON=/path/to/python3.13)" >&2
     exit 1
 }
 
 python=$(find_python)
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))'; then
+if ! is_python313 .venv/bin/python; then
     rm -rf .venv
     "$python" -m venv .venv
 fi

@@ -318,3 +318,17 @@ async def test_unix_socket_transport(base_settings, tmp_path):
     async with WisServer(settings), AsyncClient.from_uri(f"unix://{socket_path}") as client:
         await send_wav(client, speech(DOOR), Transcribe())
         assert_transcript_matches(await next_event(client), DOOR)
+
+
+async def test_a_bad_select_program_does_not_spoil_an_open_stream(server):
+    pcm, rate, width, channels = read_wav(speech(DOOR))
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        await client.write_event(Transcribe().event())
+        await client.write_event(AudioStart(rate, width, channels).event())
+        half = len(pcm) // 2
+        await client.write_event(AudioChunk(rate, width, channels, pcm[:half]).event())
+        await client.write_event(SelectProgram(name="nonsense").event())
+        assert (await next_event(client)).type == "error"
+        await client.write_event(AudioChunk(rate, width, channels, pcm[half:]).event())
+        await client.write_event(AudioStop().event())
+        assert_transcript_matches(await next_event(client), DOOR)

@@ -31,6 +31,10 @@ from .wyoming_info import ASR_PROGRAM_NAME, info_event
 _LOGGER = logging.getLogger(__name__)
 
 
+# Events whose failure spoils the audio stream that is open.
+_STREAM_EVENTS = frozenset({"audio-start", "audio-chunk", "transcribe"})
+
+
 class OutOfOrderError(InvalidRequestError):
     code = "out-of-order"
 
@@ -128,17 +132,24 @@ class WyomingHandler(AsyncEventHandler):
             await self._dispatch(event)
         except WisError as err:
             _LOGGER.info("Refused %s: %s", event.type, err)
-            if self._stream is not None:
-                self._stream.failed = True
-                self._stream.pieces.clear()
+            self._spoil_stream(event)
             await self._send_error(err)
         except ConnectionError:
             raise
         except Exception as err:  # a bug must cost one request, not the server
             _LOGGER.exception("Internal error while handling %s", event.type)
-            self._stream = None
+            self._spoil_stream(event)
             await self._send_error(WisError(f"internal error: {err}"), code="internal-error")
         return True
+
+    def _spoil_stream(self, event: Event) -> None:
+        """After an error about the open stream, swallow the rest of it until audio-stop.
+
+        One error per broken stream, rather than one per chunk that follows it.
+        """
+        if self._stream is not None and event.type in _STREAM_EVENTS:
+            self._stream.failed = True
+            self._stream.pieces.clear()
 
     async def _send_error(self, err: WisError, code: str | None = None) -> None:
         with contextlib.suppress(ConnectionError):
