@@ -332,3 +332,28 @@ async def test_a_bad_select_program_does_not_spoil_an_open_stream(server):
         await client.write_event(AudioChunk(rate, width, channels, pcm[half:]).event())
         await client.write_event(AudioStop().event())
         assert_transcript_matches(await next_event(client), DOOR)
+
+
+async def test_initial_prompt_biases_the_decoder(server):
+    """tiny.en hears "the incubi" without help; a prompt naming the device fixes the spelling."""
+    wav = speech("commands/whats_the_temperature_of_the_EcoBee.wav")
+    plain = Transcript.from_event(await transcribe_wav(server.port, wav, Transcribe(name="tiny.en")))
+    prompted = Transcript.from_event(
+        await transcribe_wav(
+            server.port, wav, Event("transcribe", {"name": "tiny.en", "initial_prompt": "EcoBee"})
+        )
+    )
+    assert "EcoBee" not in plain.text
+    assert "EcoBee" in prompted.text
+
+
+async def test_a_model_not_resident_loads_on_first_use(small_limits_server):
+    port = small_limits_server.port
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Describe().event())
+        assert (await next_event(client)).data["wis"]["resident"] == ["tiny.en"]
+        await send_wav(client, speech("multilingual/living_room_light_de.wav"), Transcribe(name="base"))
+        transcript = Transcript.from_event(await next_event(client))
+        assert transcript.language == "de" and "wohnzimmerlicht" in transcript.text.lower()
+        await client.write_event(Describe().event())
+        assert (await next_event(client)).data["wis"]["resident"] == ["base", "tiny.en"]
