@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -174,9 +175,30 @@ async def test_unknown_model_is_refused_before_the_audio(server):
         event = await next_event(client)
         assert event.type == "error" and event.data["code"] == "unknown-model"
         assert "tiny.en" in event.data["text"] and "base" in event.data["text"]
-        # The connection is still good: the next request succeeds with the default model.
+        # The connection is still good: a new request succeeds with the default model.
         await send_wav(client, speech(LAMP), Transcribe())
         assert_transcript_matches(await next_event(client), LAMP)
+
+
+async def test_client_that_ignores_an_error_sees_the_connection_close_at_audio_stop(server):
+    """Home Assistant's STT entity waits only for a transcript: it must not wait forever."""
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        await send_wav(client, speech(LAMP), Transcribe(name="large-v9"))
+        assert (await next_event(client)).type == "error"
+        assert await client.read_event() is None  # no transcript from the default model: closed
+
+
+async def test_language_without_a_model_name_goes_to_a_model_that_speaks_it(server):
+    """The default is tiny.en (English-only); HA sends only its pipeline's language."""
+    wav = "multilingual/living_room_light_de.wav"
+    transcript = Transcript.from_event(
+        await transcribe_wav(server.port, speech(wav), Transcribe(language="de"))
+    )
+    assert transcript.language == "de"
+    assert "wohnzimmerlicht" in transcript.text.lower()
+    french = speech("multilingual/whats_your_name_french.wav")
+    event = await transcribe_wav(server.port, french, Event("transcribe", {"task": "translate"}))
+    assert "call yourself" in Transcript.from_event(event).text.lower()
 
 
 async def test_english_only_model_refuses_other_languages_and_translation(server):
@@ -198,45 +220,55 @@ async def test_bad_transcribe_options_are_errors(server):
             assert event.type == "error", data
 
 
-async def test_out_of_order_events_are_errors_and_the_connection_recovers(server):
+async def test_chunk_before_audio_start_fails_that_request_only(server):
     async with AsyncTcpClient("127.0.0.1", server.port) as client:
-        # A chunk with no audio-start: one error, and the rest of that stream is ignored.
         await client.write_event(AudioChunk(16000, 2, 1, bytes(3200)).event())
         event = await next_event(client)
         assert event.type == "error" and event.data["code"] == "out-of-order"
+        # One error per broken request: the rest of it is swallowed, and its end closes.
         await client.write_event(AudioChunk(16000, 2, 1, bytes(3200)).event())
         await client.write_event(AudioStop().event())
-        # audio-stop with nothing open.
+        assert await client.read_event() is None
+    assert_transcript_matches(await transcribe_wav(server.port, speech(LAMP)), LAMP)
+
+
+async def test_stray_audio_stop_is_an_error_and_the_connection_stays_open(server):
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
         await client.write_event(AudioStop().event())
         event = await next_event(client)
         assert event.type == "error" and event.data["code"] == "out-of-order"
-        # transcribe in the middle of a stream.
+        await send_wav(client, speech(LAMP), Transcribe())
+        assert_transcript_matches(await next_event(client), LAMP)
+
+
+async def test_transcribe_inside_an_audio_stream_is_an_error(server):
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
         await client.write_event(AudioStart(16000, 2, 1).event())
         await client.write_event(Transcribe().event())
         event = await next_event(client)
         assert event.type == "error" and event.data["code"] == "out-of-order"
         await client.write_event(AudioStop().event())
-        # Still usable.
-        await send_wav(client, speech(LAMP), Transcribe())
-        assert_transcript_matches(await next_event(client), LAMP)
+        assert await client.read_event() is None
 
 
-async def test_malformed_audio_is_an_error(server):
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        ([Event("audio-start", {"rate": 16000})], "integer rate, width and channels"),
+        ([AudioStart(16000, 3, 1).event()], "sample width"),  # 24-bit is not a Wyoming width
+        ([AudioStart(16000, 2, 1).event(), AudioChunk(16000, 2, 1, bytes(3)).event()], "whole number"),
+        ([AudioStart(16000, 2, 1).event(), AudioChunk(0, 2, 1, bytes(4)).event()], "sample rate"),
+    ],
+)
+async def test_malformed_audio_is_an_error(server, events, expected):
     async with AsyncTcpClient("127.0.0.1", server.port) as client:
-        await client.write_event(Event("audio-start", {"rate": 16000}))  # no width or channels
-        assert (await next_event(client)).type == "error"
+        for event in events:
+            await client.write_event(event)
+        error = await next_event(client)
+        assert error.type == "error" and expected in error.data["text"]
         await client.write_event(AudioStop().event())
-        await client.write_event(AudioStart(16000, 3, 1).event())  # 24-bit is not a Wyoming width
-        event = await next_event(client)
-        assert event.type == "error" and "width" in event.data["text"]
-        await client.write_event(AudioStop().event())
-        await client.write_event(AudioStart(16000, 2, 1).event())
-        await client.write_event(AudioChunk(16000, 2, 1, bytes(3)).event())  # half a sample
-        event = await next_event(client)
-        assert event.type == "error" and event.data["code"] == "invalid-audio"
-        await client.write_event(AudioStop().event())
-        await send_wav(client, speech(LAMP), Transcribe())
-        assert_transcript_matches(await next_event(client), LAMP)
+        assert await client.read_event() is None
+    assert_transcript_matches(await transcribe_wav(server.port, speech(LAMP)), LAMP)
 
 
 async def test_unparseable_bytes_get_an_error_and_other_clients_carry_on(server):
@@ -267,8 +299,8 @@ async def test_audio_over_the_limit_is_refused(small_limits_server):
         event = await next_event(client)
         assert event.type == "error" and event.data["code"] == "audio-too-long"
         assert "5 s" in event.data["text"]
-        await send_wav(client, speech(LAMP), Transcribe())
-        assert_transcript_matches(await next_event(client), LAMP)
+        assert await client.read_event() is None
+    assert_transcript_matches(await transcribe_wav(port, speech(LAMP)), LAMP)
 
 
 async def test_overload_is_refused_with_a_clear_error(small_limits_server):

@@ -136,9 +136,33 @@ class AsrEngine:
             return resident.info
         return self.registry.describe(name)
 
-    def validate(self, options: TranscriptionOptions) -> None:
+    def choose_model(self, options: TranscriptionOptions) -> ModelInfo:
+        """The named model; without a name, the default model if it can serve the request, else
+        the first model (resident ones first) that can.
+
+        Home Assistant names no model and sends its pipeline's language, so a German pipeline on
+        a server whose default is tiny.en is served by a multilingual model instead of refused.
+        """
+        if options.model is not None:
+            return self.describe(options.model)
+        default = self.describe(self.defaults.model)
+        language = normalise_language(options.language)
+        task = options.task or self.defaults.task
+
+        def serves(info: ModelInfo) -> bool:
+            language_ok = language is None or language in info.languages
+            return language_ok and (task != "translate" or info.multilingual)
+
+        if serves(default):
+            return default
+        # If none serves, the default model's check_options explains why.
+        return next((info for info in self.catalogue() if serves(info)), default)
+
+    def validate(self, options: TranscriptionOptions) -> ModelInfo:
         """Refuse a request early (before its audio arrives) if it cannot be served."""
-        self.check_options(self.describe(options.model), options)
+        info = self.choose_model(options)
+        self.check_options(info, options)
+        return info
 
     async def preload(self, names: list[str], progress: bool = False) -> None:
         # Listing the HF cache takes a few hundred ms of file lookups: keep it off the event loop.
@@ -232,7 +256,7 @@ class AsrEngine:
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 audio on a worker thread."""
         options = options or TranscriptionOptions()
-        resident = await self.model(options.model)
+        resident = await self.model(self.choose_model(options).name)
         request = self.check_options(resident.info, options)
         duration = len(audio) / WHISPER_RATE
         if not len(audio):

@@ -1,8 +1,12 @@
 """One Wyoming connection: describe, select-program, transcribe and audio streams.
 
-A connection serves any number of requests in turn. Every bad event gets an `error` event with a
-code and a message, and the connection stays usable; only bytes that cannot be parsed as events
-end it (there is no way to find the next event boundary).
+A connection serves any number of requests in turn. A request is an optional `transcribe`, then
+`audio-start`, `audio-chunk`s and `audio-stop`. Every bad event gets one `error` event with a code
+and a message. When a request fails, the rest of it is swallowed and its `audio-stop` is answered
+by closing the connection: clients that wait only for a `transcript` (Home Assistant's STT entity
+ignores `error` events) then fail at once instead of waiting forever. Errors outside a request
+(a bad `select-program`, a stray `audio-stop`) leave the connection open. Bytes that cannot be
+parsed as events end the connection too: there is no way to find the next event boundary.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from .wyoming_info import ASR_PROGRAM_NAME, info_event
 _LOGGER = logging.getLogger(__name__)
 
 
-# Events whose failure spoils the audio stream that is open.
-_STREAM_EVENTS = frozenset({"audio-start", "audio-chunk", "transcribe"})
+# Events whose failure spoils the request they belong to.
+_REQUEST_EVENTS = frozenset({"transcribe", "audio-start", "audio-chunk"})
 
 
 class OutOfOrderError(InvalidRequestError):
@@ -107,6 +111,7 @@ class WyomingHandler(AsyncEventHandler):
         self.engine = service.engine
         self._connection_model: str | None = None  # chosen by select-program
         self._request: TranscriptionOptions | None = None  # from the last transcribe
+        self._request_refused = False  # the last transcribe was refused: so is its audio
         self._stream: _AudioStream | None = None
 
     async def run(self) -> None:
@@ -118,9 +123,8 @@ class WyomingHandler(AsyncEventHandler):
                     _LOGGER.warning("Closing connection after malformed input: %s", err)
                     await self._send_error(err)
                     break
-                if event is None:
+                if event is None or not await self.handle_event(event):
                     break
-                await self.handle_event(event)
         except (ConnectionError, asyncio.IncompleteReadError):
             _LOGGER.debug("Client went away")
         finally:
@@ -128,40 +132,49 @@ class WyomingHandler(AsyncEventHandler):
             self.writer.close()
 
     async def handle_event(self, event: Event) -> bool:
+        """Handle one event; False closes the connection (a failed request has ended)."""
+        in_request = self._stream is not None
         try:
-            await self._dispatch(event)
+            return await self._dispatch(event)
         except WisError as err:
             _LOGGER.info("Refused %s: %s", event.type, err)
-            self._spoil_stream(event)
-            await self._send_error(err)
+            error, code = err, None
         except ConnectionError:
             raise
         except Exception as err:  # a bug must cost one request, not the server
             _LOGGER.exception("Internal error while handling %s", event.type)
-            self._spoil_stream(event)
-            await self._send_error(WisError(f"internal error: {err}"), code="internal-error")
-        return True
+            error, code = WisError(f"internal error: {err}"), "internal-error"
+        await self._send_error(error, code)
+        return not self._spoil_request(event, in_request)
 
-    def _spoil_stream(self, event: Event) -> None:
-        """After an error about the open stream, swallow the rest of it until audio-stop.
+    def _spoil_request(self, event: Event, in_request: bool) -> bool:
+        """After an error about the current request, swallow the rest of it until audio-stop.
 
-        One error per broken stream, rather than one per chunk that follows it.
+        One error per broken request, rather than one per chunk that follows it. Returns True
+        when the failed event ended a request (its audio-stop), so the connection closes.
         """
-        if self._stream is not None and event.type in _STREAM_EVENTS:
+        if event.type == "audio-stop":
+            return in_request
+        if event.type not in _REQUEST_EVENTS:
+            return False
+        if self._stream is not None:
             self._stream.failed = True
             self._stream.pieces.clear()
+        else:
+            self._request_refused = True
+        return False
 
     async def _send_error(self, err: WisError, code: str | None = None) -> None:
         with contextlib.suppress(ConnectionError):
             await self.write_event(Error(text=str(err), code=code or err.code).event())
 
-    async def _dispatch(self, event: Event) -> None:
+    async def _dispatch(self, event: Event) -> bool:
         if AudioChunk.is_type(event.type):
             self._on_audio_chunk(event)
         elif AudioStart.is_type(event.type):
             self._on_audio_start(event)
         elif AudioStop.is_type(event.type):
-            await self._on_audio_stop()
+            return await self._on_audio_stop()
         elif Transcribe.is_type(event.type):
             self._on_transcribe(event)
         elif Describe.is_type(event.type):
@@ -173,6 +186,7 @@ class WyomingHandler(AsyncEventHandler):
         else:
             # The protocol asks servers to drop events they do not know.
             _LOGGER.debug("Ignoring event %s", event.type)
+        return True
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -197,18 +211,18 @@ class WyomingHandler(AsyncEventHandler):
     def _on_transcribe(self, event: Event) -> None:
         if self._stream is not None:
             raise OutOfOrderError("transcribe arrived while an audio stream is open; send audio-stop first")
-        self._request = None
+        self._request, self._request_refused = None, False
         options = _options_of(event, self._connection_model)
-        self.engine.validate(options)
+        model = self.engine.validate(options)
         self._request = options
-        self.service.warm_up(options.model)
+        self.service.warm_up(model.name)
 
     def _on_audio_start(self, event: Event) -> None:
         if self._stream is not None:
             # Both streams are spoiled: the rest is swallowed until the client's audio-stop.
             raise OutOfOrderError("audio-start arrived while another audio stream is open")
         options = self._request or TranscriptionOptions(model=self._connection_model)
-        self._stream = _AudioStream(options)
+        self._stream = _AudioStream(options, failed=self._request_refused)
         _format_of(event).validate()
 
     def _on_audio_chunk(self, event: Event) -> None:
@@ -224,12 +238,14 @@ class WyomingHandler(AsyncEventHandler):
                 f"audio is longer than the limit of {self.service.max_audio_seconds:g} s; stream dropped"
             )
 
-    async def _on_audio_stop(self) -> None:
-        stream, self._stream, self._request = self._stream, None, None
+    async def _on_audio_stop(self) -> bool:
+        stream, self._stream = self._stream, None
+        self._request, self._request_refused = None, False
         if stream is None:
             raise OutOfOrderError("audio-stop arrived without an open audio stream")
         if stream.failed:
-            return
+            _LOGGER.debug("Failed request ended: closing the connection")
+            return False
         stream.pieces.append(stream.resampler.flush())
         audio = np.concatenate(stream.pieces) if stream.pieces else np.zeros(0, np.float32)
         started = time.perf_counter()
@@ -244,3 +260,4 @@ class WyomingHandler(AsyncEventHandler):
             result.text,
         )
         await self.write_event(Transcript(text=result.text, language=result.language).event())
+        return True
