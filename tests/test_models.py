@@ -99,3 +99,12 @@ def test_model_spec_forms():
     assert parse_model_spec("base") == ("base", None)
     assert parse_model_spec("office=/models/small") == ("office", Path("/models/small"))
     assert parse_model_spec("/models/small")[0] == "small"
+
+
+def test_a_model_still_on_the_hub_is_described_with_its_languages(tmp_path: Path):
+    registry = ModelRegistry(tmp_path, hf_cache_dir=tmp_path / "hf", local_files_only=False)
+    small = registry.describe("small")
+    assert small.origin == "hub" and small.path is None and not small.installed
+    assert small.multilingual and "de" in small.languages and len(small.languages) == 99
+    assert registry.describe("medium.en").languages == ("en",)
+    assert registry.describe("large-v3").languages[-1] == "yue"

@@ -146,7 +146,10 @@ class AsrEngine:
         if options.model is not None:
             return self.describe(options.model)
         default = self.describe(self.defaults.model)
-        language = normalise_language(options.language)
+        if options.language is not None:
+            language = normalise_language(options.language)
+        else:
+            language = self.defaults.language
         task = options.task or self.defaults.task
 
         def serves(info: ModelInfo) -> bool:
@@ -210,9 +213,10 @@ class AsrEngine:
         return ResidentModel(info, whisper, seconds)
 
     async def close(self) -> None:
-        for resident in self._resident.values():
-            resident.executor.shutdown(wait=True, cancel_futures=True)
-        self._resident.clear()
+        residents, self._resident = list(self._resident.values()), {}
+        for resident in residents:
+            # Waits for a transcription in progress; queued ones are cancelled.
+            await asyncio.to_thread(resident.executor.shutdown, wait=True, cancel_futures=True)
 
     # --- requests -----------------------------------------------------------------------------
 

@@ -61,6 +61,14 @@ def languages_of(model_dir: Path) -> tuple[str, ...]:
     return WHISPER_LANGUAGES[: 99 + size - (_ENGLISH_ONLY_VOCABULARY + 1)]
 
 
+def hub_languages(name: str) -> tuple[str, ...]:
+    """Languages of a model not downloaded yet, from its name (the vocabulary decides later)."""
+    if name.endswith(".en"):
+        return ("en",)
+    # large-v3 and its turbo variant added Cantonese as a 100th language.
+    return WHISPER_LANGUAGES[: 100 if "large-v3" in name or "turbo" in name else 99]
+
+
 def check_model_dir(path: Path) -> Path:
     missing = [f for f in ("model.bin", "config.json", "tokenizer.json") if not (path / f).is_file()]
     if missing:
@@ -126,7 +134,9 @@ class ModelRegistry:
                     f"model {name!r} is not in the Hugging Face cache and downloads are off "
                     f"(local_files_only); available here: {self._available_names()}"
                 )
-            return ModelInfo(name, None, "hub", (), f"Whisper {name}, from the Hugging Face hub")
+            return ModelInfo(
+                name, None, "hub", hub_languages(name), f"Whisper {name}, from the Hugging Face hub"
+            )
         raise UnknownModelError(
             f"unknown model {name!r}; available here: {self._available_names()}; "
             f"also accepted: a model directory, or one of {', '.join(available_models())}"
