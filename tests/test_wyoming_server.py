@@ -134,7 +134,7 @@ async def test_concurrent_clients_all_get_their_own_transcript(server):
         LAMP,
         DOOR,
         LOUD,
-        "commands/whats_the_weather.wav",
+        "commands/is_the_Garage_Door_open.wav",
     ]
     events = await asyncio.gather(*(transcribe_wav(server.port, speech(w)) for w in wavs))
     for event, wav in zip(events, wavs, strict=True):

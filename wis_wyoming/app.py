@@ -34,6 +34,7 @@ def build_engine(settings: Settings) -> tuple[AsrEngine, list[str]]:
         beam_size=settings.beam_size,
         initial_prompt=settings.initial_prompt,
         max_queue=settings.max_queue,
+        encoder_window=settings.encoder_window,
     )
     return AsrEngine(registry, plan, defaults), names
 

@@ -36,6 +36,13 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--local-files-only", action="store_const", const=True, default=_SUPPRESS, help="never download"
     )
+    parser.add_argument(
+        "--encoder-window",
+        default=_SUPPRESS,
+        choices=["auto", "adaptive", "padded"],
+        help="encode only the spoken frames (adaptive), Whisper's full 30 s (padded), "
+        "or adaptive for English-only models only (auto, default)",
+    )
     parser.add_argument("--log-level", default=_SUPPRESS, help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--debug", dest="log_level", action="store_const", const="DEBUG", default=_SUPPRESS)
 

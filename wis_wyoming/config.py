@@ -50,6 +50,7 @@ class Settings:
     beam_size: int = 5
     task: str = "transcribe"
     initial_prompt: str | None = None
+    encoder_window: str = "auto"
     device: str = "auto"
     compute_type: str = "auto"
     cpu_threads: int = 0
@@ -130,6 +131,7 @@ SCHEMA = vol.Schema(
         vol.Required("beam_size"): vol.All(vol.Coerce(int), vol.Range(min=1, max=20)),
         vol.Required("task"): vol.In(("transcribe", "translate")),
         vol.Required("initial_prompt"): _optional_text,
+        vol.Required("encoder_window"): vol.In(("auto", "adaptive", "padded")),
         vol.Required("device"): _device,
         vol.Required("compute_type"): vol.In(COMPUTE_TYPES),
         vol.Required("cpu_threads"): vol.All(vol.Coerce(int), vol.Range(min=0, max=256)),

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from faster_whisper import WhisperModel
 
 from ..errors import InvalidRequestError, ModelLoadError, OverloadedError
 from .audio import WHISPER_RATE
+from .encoder_window import EncoderWindow, WindowedWhisperModel
 from .hardware import ComputePlan
 from .languages import normalise_language
 from .models import ModelInfo, ModelRegistry
@@ -47,6 +47,10 @@ class AsrDefaults:
     beam_size: int = 5
     initial_prompt: str | None = None
     max_queue: int = 8
+    # "adaptive": encode only the spoken frames (see encoder_window); "padded": Whisper's 30 s;
+    # "auto": adaptive for English-only models, padded for multilingual ones, whose translations
+    # lose words with the spliced window (base: "How do you call?" for "How do you call yourself?").
+    encoder_window: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class _Request:
 class ResidentModel:
     """A loaded model with its own worker thread."""
 
-    def __init__(self, info: ModelInfo, whisper: WhisperModel, load_seconds: float) -> None:
+    def __init__(self, info: ModelInfo, whisper: WindowedWhisperModel, load_seconds: float) -> None:
         self.info = info
         self.whisper = whisper
         self.load_seconds = load_seconds
@@ -98,6 +102,7 @@ class ResidentModel:
             task=request.task,
             beam_size=request.beam_size,
             initial_prompt=request.initial_prompt,
+            **self.whisper.decoder_guards(len(audio) / WHISPER_RATE),
         )
         # The generator decodes lazily: consume it here, on the worker thread.
         return [Segment(s.start, s.end, s.text, s.avg_logprob, s.no_speech_prob) for s in segments], info
@@ -191,8 +196,9 @@ class AsrEngine:
         info = self.registry.resolve(name, progress)
         start = time.perf_counter()
         try:
-            whisper = WhisperModel(
+            whisper = WindowedWhisperModel(
                 str(info.path),
+                window=EncoderWindow() if self._adaptive_window(info) else None,
                 device=self.plan.device,
                 device_index=self.plan.device_index,
                 compute_type=self.plan.compute_type,
@@ -203,14 +209,19 @@ class AsrEngine:
             raise ModelLoadError(f"cannot load model {name!r} from {info.path}: {err}") from err
         seconds = time.perf_counter() - start
         _LOGGER.info(
-            "Loaded model %s (%s, %s) from %s in %.2f s",
+            "Loaded model %s (%s, %s, %s encoder window) from %s in %.2f s",
             name,
             info.origin,
             "multilingual" if info.multilingual else "English-only",
+            "adaptive" if whisper.window else "padded",
             info.path,
             seconds,
         )
         return ResidentModel(info, whisper, seconds)
+
+    def _adaptive_window(self, info: ModelInfo) -> bool:
+        mode = self.defaults.encoder_window
+        return mode == "adaptive" or (mode == "auto" and not info.multilingual)
 
     async def close(self) -> None:
         residents, self._resident = list(self._resident.values()), {}

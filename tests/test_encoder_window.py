@@ -1,0 +1,89 @@
+"""The adaptive encoder window: window sizes, decoder guards and the WER gate against padding."""
+
+from __future__ import annotations
+
+import jiwer
+import numpy as np
+import pytest
+from faster_whisper.tokenizer import Tokenizer
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from wis_wyoming.engine.asr import AsrDefaults, AsrEngine, TranscriptionOptions
+from wis_wyoming.engine.audio import decode_file
+from wis_wyoming.engine.encoder_window import EncoderWindow, WindowedWhisperModel, content_frames
+from wis_wyoming.engine.hardware import plan_compute
+from wis_wyoming.engine.models import ModelRegistry
+
+from .conftest import corpus, reference_text, speech
+
+normalise = EnglishTextNormalizer()
+GATE_POINTS = 0.003  # the issue's gate: adaptive may not be worse than padded by more than 0.3
+
+
+def test_window_covers_the_speech_plus_a_margin_in_buckets():
+    window = EncoderWindow(min_frames=200, bucket_frames=100, margin_frames=100)
+    assert window.frames_for(0) == 200
+    assert window.frames_for(250) == 400  # 250 + 100 margin, rounded up to the bucket
+    assert window.frames_for(2950) == 3000  # never more than Whisper's 30 s
+    assert window.frames_for(1234, limit=1000) == 1000
+
+
+def test_content_ends_where_faster_whispers_zero_padding_starts():
+    features = np.zeros((80, 3000), dtype=np.float32)
+    features[:, :437] = np.random.default_rng(0).normal(size=(80, 437))
+    assert content_frames(features) == 437
+    assert content_frames(np.zeros((80, 3000), dtype=np.float32)) == 0
+
+
+@pytest.fixture(scope="module")
+def windowed_tiny(cache_dir):
+    path = ModelRegistry(cache_dir, local_files_only=True).resolve("tiny.en").path
+    return WindowedWhisperModel(str(path), window=EncoderWindow(), device="cpu", compute_type="int8")
+
+
+def test_decoder_guards_forbid_timestamps_past_the_end(windowed_tiny):
+    guards = windowed_tiny.decoder_guards(2.0)
+    timestamp_begin = Tokenizer(windowed_tiny.hf_tokenizer, multilingual=False).timestamp_begin
+    suppressed = set(guards["suppress_tokens"])
+    assert -1 in suppressed  # faster-whisper's default set stays
+    assert timestamp_begin + 100 not in suppressed  # <|2.00|>: the end itself is allowed
+    assert timestamp_begin + 102 in suppressed and timestamp_begin + 1500 in suppressed
+    assert guards["max_new_tokens"] == 44
+    assert windowed_tiny.decoder_guards(31.0) == {}  # several windows: faster-whisper's own rules
+
+
+def test_windowed_model_transcribes_a_short_command_without_running_on(windowed_tiny):
+    audio = decode_file(speech("commands/lock_the_Front_Door.wav"))
+    segments, _ = windowed_tiny.transcribe(
+        audio, beam_size=1, language="en", **windowed_tiny.decoder_guards(2.1)
+    )
+    text = "".join(s.text for s in segments)
+    assert normalise(text) == "lock the front door"
+
+
+async def test_adaptive_window_passes_the_wer_gate_against_the_padded_path(cache_dir):
+    """librispeech + commands + misc with tiny.en, beam 1: adaptive within 0.3 points of padded."""
+    clips = corpus("librispeech") + corpus("commands") + corpus("misc")
+    audios = [decode_file(clip) for clip in clips]
+    references = [normalise(reference_text(clip)) for clip in clips]
+    results = {}
+    for mode in ("padded", "adaptive"):
+        engine = AsrEngine(
+            ModelRegistry(cache_dir, local_files_only=True),
+            plan_compute("cpu"),
+            AsrDefaults(model="tiny.en", beam_size=1, encoder_window=mode),
+        )
+        try:
+            await engine.preload(["tiny.en"])
+            assert (engine.resident["tiny.en"].whisper.window is None) == (mode == "padded")
+            texts = [(await engine.transcribe(a, TranscriptionOptions(language="en"))).text for a in audios]
+        finally:
+            await engine.close()
+        results[mode] = jiwer.wer(references, [normalise(t) or "<empty>" for t in texts])
+    print(f"WER padded {results['padded']:.2%}, adaptive {results['adaptive']:.2%} on {len(clips)} clips")
+    assert results["adaptive"] <= results["padded"] + GATE_POINTS
+
+
+async def test_auto_window_is_adaptive_for_english_only_models_only(server):
+    assert server.engine.resident["tiny.en"].whisper.window is not None
+    assert server.engine.resident["base"].whisper.window is None

@@ -1,0 +1,112 @@
+"""Encode only what was spoken: the adaptive encoder window.
+
+Whisper's encoder always takes 30 s (3000 mel frames), so faster-whisper pads a 3 s command with
+27 s of silence and pays the encoder for all of it. CTranslate2 accepts shorter inputs, but a
+decoder that cross-attends to fewer positions than it was trained on runs on and repeats itself
+("Lock the front door. Lock the front door. ..."). So the spoken frames alone are encoded (in
+bucketed lengths, so shapes repeat), and the encoder output of silence, computed once per model,
+fills the remaining positions (WhisperKit's idea): the decoder still sees 1500 positions.
+
+Language detection is the exception: spliced silence pulls it towards English (base, on the
+multilingual clips: "en" at p=0.45-0.63 for German, Spanish, Japanese...), while the plain
+truncated window detects like the padded one (de 1.00, es 1.00, ja 1.00, fr 0.98). So detection
+encodes the truncated window, and only decoding gets the splice.
+
+Guards keep the decoder inside the audio: timestamp tokens past the end of the audio are
+suppressed and the token budget follows the duration. Measured on shared/speech (librispeech,
+commands, misc) with tiny.en int8 on 2 cores, beam 1: WER 13.35 % against 13.74 % padded, at
+0.49x the time; on commands alone 0.23x (130 ms against 555 ms per clip).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import ctranslate2
+import numpy as np
+from faster_whisper import WhisperModel
+
+WINDOW_FRAMES = 3000  # 30 s of 10 ms mel frames: what Whisper was trained on
+SECONDS_PER_TIMESTAMP = 0.02
+# Room for faster-whisper's prompt (at most 223 previous tokens plus the start sequence) within
+# Whisper's 448-token decoder context.
+MAX_NEW_TOKENS = 200
+
+
+@dataclass(frozen=True)
+class EncoderWindow:
+    """How many frames to encode for a given amount of speech."""
+
+    min_frames: int = 200
+    bucket_frames: int = 100
+    margin_frames: int = 100  # silence kept after the speech, as the decoder's cue that it ended
+
+    def frames_for(self, content_frames: int, limit: int = WINDOW_FRAMES) -> int:
+        wanted = math.ceil((content_frames + self.margin_frames) / self.bucket_frames) * self.bucket_frames
+        return min(limit, max(self.min_frames, wanted))
+
+
+def content_frames(features: np.ndarray) -> int:
+    """Frames before faster-whisper's padding, which is exact zeros (speech never is, column-wide)."""
+    spoken = np.flatnonzero(np.any(features != 0, axis=0))
+    return int(spoken[-1]) + 1 if len(spoken) else 0
+
+
+class WindowedWhisperModel(WhisperModel):
+    """A WhisperModel whose encoder runs only over the spoken part of each 30 s window."""
+
+    def __init__(self, *args: Any, window: EncoderWindow | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.window = window
+        self._silence: np.ndarray | None = None
+        self._silence_lock = threading.Lock()
+        self._detecting = threading.local()
+        self._timestamp_begin = self.hf_tokenizer.token_to_id("<|notimestamps|>") + 1
+
+    def detect_language(self, *args: Any, **kwargs: Any) -> Any:
+        self._detecting.active = True
+        try:
+            return super().detect_language(*args, **kwargs)
+        finally:
+            self._detecting.active = False
+
+    def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        if self.window is None or (features.ndim == 3 and features.shape[0] != 1):
+            return super().encode(features)
+        mel = features if features.ndim == 2 else features[0]
+        frames = self.window.frames_for(content_frames(mel), mel.shape[-1])
+        if frames >= mel.shape[-1]:
+            return super().encode(mel)
+        if getattr(self._detecting, "active", False):
+            return super().encode(np.ascontiguousarray(mel[:, :frames]))
+        head = self._encode_on_cpu(mel[:, :frames])
+        silence = self._silence_output(mel.shape)
+        spliced = np.concatenate([head, silence[:, head.shape[1] :]], axis=1)
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(spliced))
+
+    def decoder_guards(self, duration: float) -> dict[str, Any]:
+        """faster-whisper options that stop the decoder at the end of audio up to 30 s long."""
+        if self.window is None or duration > WINDOW_FRAMES / 100:
+            return {}
+        first_past_end = self._timestamp_begin + math.ceil(duration / SECONDS_PER_TIMESTAMP) + 1
+        last = self._timestamp_begin + int(WINDOW_FRAMES / 100 / SECONDS_PER_TIMESTAMP)
+        return {
+            # -1 keeps faster-whisper's default set (non-speech symbols).
+            "suppress_tokens": [-1, *range(first_past_end, last + 1)],
+            "max_new_tokens": min(MAX_NEW_TOKENS, int(20 + 12 * duration)),
+        }
+
+    def _encode_on_cpu(self, mel: np.ndarray) -> np.ndarray:
+        # Splicing happens in host memory; on a GPU only the short head crosses the bus, and
+        # generate() moves the spliced output back.
+        batch = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[np.newaxis]))
+        return np.array(self.model.encode(batch, to_cpu=True))
+
+    def _silence_output(self, shape: tuple[int, ...]) -> np.ndarray:
+        with self._silence_lock:
+            if self._silence is None:
+                self._silence = self._encode_on_cpu(np.zeros(shape, dtype=np.float32))
+            return self._silence
