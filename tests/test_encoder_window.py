@@ -8,10 +8,8 @@ import pytest
 from faster_whisper.tokenizer import Tokenizer
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from wis_wyoming.engine.asr import AsrDefaults, AsrEngine, TranscriptionOptions
 from wis_wyoming.engine.audio import decode_file
 from wis_wyoming.engine.encoder_window import EncoderWindow, WindowedWhisperModel, content_frames
-from wis_wyoming.engine.hardware import plan_compute
 from wis_wyoming.engine.models import ModelRegistry
 
 from .conftest import corpus, reference_text, speech
@@ -61,25 +59,31 @@ def test_windowed_model_transcribes_a_short_command_without_running_on(windowed_
     assert normalise(text) == "lock the front door"
 
 
-async def test_adaptive_window_passes_the_wer_gate_against_the_padded_path(cache_dir):
-    """librispeech + commands + misc with tiny.en, beam 1: adaptive within 0.3 points of padded."""
+def test_adaptive_window_passes_the_wer_gate_against_the_padded_path(windowed_tiny):
+    """librispeech + commands + misc with tiny.en: adaptive within 0.3 points of padded.
+
+    Decoding is greedy at temperature 0 on both paths: Whisper's temperature fallback samples at
+    random and moves misc by several points between identical runs, which would drown the window's
+    own effect (bench/encoder_window.py measures the full fallback path).
+    """
     clips = corpus("librispeech") + corpus("commands") + corpus("misc")
     audios = [decode_file(clip) for clip in clips]
     references = [normalise(reference_text(clip)) for clip in clips]
     results = {}
-    for mode in ("padded", "adaptive"):
-        engine = AsrEngine(
-            ModelRegistry(cache_dir, local_files_only=True),
-            plan_compute("cpu"),
-            AsrDefaults(model="tiny.en", beam_size=1, encoder_window=mode),
-        )
-        try:
-            await engine.preload(["tiny.en"])
-            assert (engine.resident["tiny.en"].whisper.window is None) == (mode == "padded")
-            texts = [(await engine.transcribe(a, TranscriptionOptions(language="en"))).text for a in audios]
-        finally:
-            await engine.close()
-        results[mode] = jiwer.wer(references, [normalise(t) or "<empty>" for t in texts])
+    window = windowed_tiny.window
+    try:
+        for mode, setting in (("padded", None), ("adaptive", window)):
+            windowed_tiny.window = setting
+            texts = []
+            for audio in audios:
+                guards = windowed_tiny.decoder_guards(len(audio) / 16000)
+                segments, _ = windowed_tiny.transcribe(
+                    audio, beam_size=1, language="en", temperature=0.0, **guards
+                )
+                texts.append(normalise("".join(s.text for s in segments)) or "<empty>")
+            results[mode] = jiwer.wer(references, texts)
+    finally:
+        windowed_tiny.window = window
     print(f"WER padded {results['padded']:.2%}, adaptive {results['adaptive']:.2%} on {len(clips)} clips")
     assert results["adaptive"] <= results["padded"] + GATE_POINTS
 

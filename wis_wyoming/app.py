@@ -35,6 +35,7 @@ def build_engine(settings: Settings) -> tuple[AsrEngine, list[str]]:
         initial_prompt=settings.initial_prompt,
         max_queue=settings.max_queue,
         encoder_window=settings.encoder_window,
+        vad=settings.vad,
     )
     return AsrEngine(registry, plan, defaults), names
 

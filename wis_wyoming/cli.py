@@ -43,6 +43,14 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
         help="encode only the spoken frames (adaptive), Whisper's full 30 s (padded), "
         "or adaptive for English-only models only (auto, default)",
     )
+    parser.add_argument(
+        "--no-vad",
+        dest="vad",
+        action="store_const",
+        const=False,
+        default=_SUPPRESS,
+        help="transcribe all audio, silence included (default: Silero VAD refuses silence and trims it)",
+    )
     parser.add_argument("--log-level", default=_SUPPRESS, help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--debug", dest="log_level", action="store_const", const="DEBUG", default=_SUPPRESS)
 

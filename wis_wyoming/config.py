@@ -51,6 +51,7 @@ class Settings:
     task: str = "transcribe"
     initial_prompt: str | None = None
     encoder_window: str = "auto"
+    vad: bool = True
     device: str = "auto"
     compute_type: str = "auto"
     cpu_threads: int = 0
@@ -132,6 +133,7 @@ SCHEMA = vol.Schema(
         vol.Required("task"): vol.In(("transcribe", "translate")),
         vol.Required("initial_prompt"): _optional_text,
         vol.Required("encoder_window"): vol.In(("auto", "adaptive", "padded")),
+        vol.Required("vad"): vol.Boolean(),
         vol.Required("device"): _device,
         vol.Required("compute_type"): vol.In(COMPUTE_TYPES),
         vol.Required("cpu_threads"): vol.All(vol.Coerce(int), vol.Range(min=0, max=256)),

@@ -21,6 +21,7 @@ from .encoder_window import EncoderWindow, WindowedWhisperModel
 from .hardware import ComputePlan
 from .languages import normalise_language
 from .models import ModelInfo, ModelRegistry
+from .vad import SpeechGate
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class AsrDefaults:
     # "auto": adaptive for English-only models, padded for multilingual ones, whose translations
     # lose words with the spliced window (base: "How do you call?" for "How do you call yourself?").
     encoder_window: str = "auto"
+    vad: bool = True  # refuse silence and trim it off both ends (see vad)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,17 @@ class ResidentModel:
         self.in_flight = 0  # queued + running, counted on the event loop
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"asr-{info.name}")
 
-    def transcribe(self, audio: np.ndarray, request: _Request) -> tuple[list[Segment], object]:
+    def transcribe(
+        self, audio: np.ndarray, request: _Request, gate: SpeechGate | None
+    ) -> tuple[list[Segment], str | None, float | None]:
+        """Segments, language and its probability; runs on this model's worker thread."""
+        offset = 0
+        if gate is not None:
+            span = gate.speech_span(audio)
+            if span is None:
+                return [], request.language, None  # nothing was said: nothing to transcribe
+            offset, end = span
+            audio = audio[offset:end]
         segments, info = self.whisper.transcribe(
             audio,
             language=request.language,
@@ -104,8 +116,12 @@ class ResidentModel:
             initial_prompt=request.initial_prompt,
             **self.whisper.decoder_guards(len(audio) / WHISPER_RATE),
         )
+        shift = offset / WHISPER_RATE
         # The generator decodes lazily: consume it here, on the worker thread.
-        return [Segment(s.start, s.end, s.text, s.avg_logprob, s.no_speech_prob) for s in segments], info
+        found = [
+            Segment(s.start + shift, s.end + shift, s.text, s.avg_logprob, s.no_speech_prob) for s in segments
+        ]
+        return found, info.language, info.language_probability
 
 
 class AsrEngine:
@@ -116,6 +132,7 @@ class AsrEngine:
         self._resident: dict[str, ResidentModel] = {}
         self._loading: dict[str, asyncio.Lock] = {}
         self._catalogue: list[ModelInfo] | None = None
+        self._gate = SpeechGate() if defaults.vad else None
 
     # --- models -------------------------------------------------------------------------------
 
@@ -285,22 +302,22 @@ class AsrEngine:
         queued_at = time.perf_counter()
         started_at = queued_at
 
-        def run() -> tuple[list[Segment], object]:
+        def run() -> tuple[list[Segment], str | None, float | None]:
             nonlocal started_at
             started_at = time.perf_counter()
-            return resident.transcribe(audio, request)
+            return resident.transcribe(audio, request, self._gate)
 
         try:
             loop = asyncio.get_running_loop()
-            segments, info = await loop.run_in_executor(resident.executor, run)
+            segments, language, probability = await loop.run_in_executor(resident.executor, run)
         finally:
             resident.in_flight -= 1
         finished_at = time.perf_counter()
         text = "".join(s.text for s in segments).strip()
         return Transcription(
             text=text,
-            language=info.language,
-            language_probability=info.language_probability,
+            language=language,
+            language_probability=probability,
             duration=duration,
             model=resident.info.name,
             task=request.task,
