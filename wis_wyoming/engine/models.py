@@ -61,8 +61,8 @@ def languages_of(model_dir: Path) -> tuple[str, ...]:
     return WHISPER_LANGUAGES[: 99 + size - (_ENGLISH_ONLY_VOCABULARY + 1)]
 
 
-def hub_languages(name: str) -> tuple[str, ...]:
-    """Languages of a model not downloaded yet, from its name (the vocabulary decides later)."""
+def languages_from_name(name: str) -> tuple[str, ...]:
+    """Languages of a model known only by name (not prepared or downloaded yet)."""
     if name.endswith(".en"):
         return ("en",)
     # large-v3 and its turbo variant added Cantonese as a 100th language.
@@ -135,7 +135,7 @@ class ModelRegistry:
                     f"(local_files_only); available here: {self._available_names()}"
                 )
             return ModelInfo(
-                name, None, "hub", hub_languages(name), f"Whisper {name}, from the Hugging Face hub"
+                name, None, "hub", languages_from_name(name), f"Whisper {name}, from the Hugging Face hub"
             )
         raise UnknownModelError(
             f"unknown model {name!r}; available here: {self._available_names()}; "
@@ -180,8 +180,9 @@ class ModelRegistry:
     def _bundled_info(self, name: str) -> ModelInfo:
         bundled = BUNDLED_MODELS[name]
         path = bundled.locate(self.cache_dir)
-        languages = ("en",) if name.endswith(".en") else WHISPER_LANGUAGES[:99]
-        return ModelInfo(name, path, "bundled", languages, bundled.description, bundled.version)
+        return ModelInfo(
+            name, path, "bundled", languages_from_name(name), bundled.description, bundled.version
+        )
 
     def _local_info(self, name: str) -> ModelInfo:
         path = self._local[name]
