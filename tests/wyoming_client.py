@@ -36,10 +36,28 @@ async def send_wav(client: AsyncTcpClient, wav: Path, transcribe: Transcribe | E
     await send_audio(client, pcm, rate, width, channels, transcribe)
 
 
+STREAMING_EVENTS = frozenset({"transcript-start", "transcript-chunk", "transcript-stop"})
+
+
 async def next_event(client: AsyncTcpClient) -> Event:
-    event = await client.read_event()
-    assert event is not None, "server closed the connection"
-    return event
+    """The next event that is not a streaming-transcript event: what a client that does not
+    stream (Home Assistant before streaming STT) acts on."""
+    while True:
+        event = await client.read_event()
+        assert event is not None, "server closed the connection"
+        if event.type not in STREAMING_EVENTS:
+            return event
+
+
+async def read_answer(client: AsyncTcpClient) -> list[Event]:
+    """Every event of one streamed answer, up to transcript-stop (or an error)."""
+    events = []
+    while True:
+        event = await client.read_event()
+        assert event is not None, f"server closed the connection after {[e.type for e in events]}"
+        events.append(event)
+        if event.type in ("transcript-stop", "error"):
+            return events
 
 
 async def transcribe_wav(port: int, wav: Path, transcribe: Transcribe | None = None) -> Event:

@@ -61,7 +61,12 @@ class WisServer:
     async def start(self) -> None:
         self.engine, names = build_engine(self.settings)
         await self.engine.preload(names, self.progress)
-        service = WyomingService(self.engine, self.settings.max_audio_seconds)
+        service = WyomingService(
+            self.engine,
+            self.settings.max_audio_seconds,
+            stream_transcripts=self.settings.stream_transcripts,
+            vad_endpoint=self.settings.vad_endpoint,
+        )
         uri = urlparse(self.settings.uri)
         handler_factory = partial(WyomingHandler, service)
 

@@ -82,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", default=_SUPPRESS, help="HTTP API port (reserved for the HTTP API)")
     serve.add_argument("--max-queue", default=_SUPPRESS, help="requests in flight per model before refusing")
     serve.add_argument("--max-audio-seconds", default=_SUPPRESS, help="longest audio stream accepted")
+    serve.add_argument(
+        "--no-stream-transcripts",
+        dest="stream_transcripts",
+        action="store_const",
+        const=False,
+        default=_SUPPRESS,
+        help="send only the final transcript (default: transcript-start/chunk/stop while audio arrives)",
+    )
+    serve.add_argument(
+        "--vad-endpoint",
+        action="store_const",
+        const=True,
+        default=_SUPPRESS,
+        help="end voice commands on the server: the transcript is sent when the speaker stops, "
+        "without waiting for audio-stop (advertises requires_external_vad=false)",
+    )
     _engine_flags(serve)
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files and print the text")

@@ -63,6 +63,8 @@ class Settings:
     local_files_only: bool = False
     max_queue: int = 8
     max_audio_seconds: float = 120.0
+    stream_transcripts: bool = True
+    vad_endpoint: bool = False
     log_level: str = "INFO"
 
     @property
@@ -145,6 +147,8 @@ SCHEMA = vol.Schema(
         vol.Required("local_files_only"): vol.Boolean(),
         vol.Required("max_queue"): vol.All(vol.Coerce(int), vol.Range(min=1, max=10_000)),
         vol.Required("max_audio_seconds"): vol.All(vol.Coerce(float), vol.Range(min=1.0, max=86_400.0)),
+        vol.Required("stream_transcripts"): vol.Boolean(),
+        vol.Required("vad_endpoint"): vol.Boolean(),
         vol.Required("log_level"): vol.All(vol.Upper, vol.In(("DEBUG", "INFO", "WARNING", "ERROR"))),
     }
 )

@@ -27,6 +27,9 @@ _LOGGER = logging.getLogger(__name__)
 
 TASKS = ("transcribe", "translate")
 MAX_BEAM_SIZE = 20
+WHISPER_MAX_TOKENS = 448  # the decoder's context: prompt, prefix and output together
+MAX_CONTEXT_TOKENS = 223  # faster-whisper keeps at most this much of the prompt text
+PROMPT_OVERHEAD_TOKENS = 8  # start-of-previous, start-of-transcript, language, task, timestamp
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,20 @@ class AsrDefaults:
 
 
 @dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    text: str  # with its leading space, as Whisper wrote it
+
+
+@dataclass(frozen=True)
 class Segment:
     start: float
     end: float
     text: str
     avg_logprob: float
     no_speech_prob: float
+    words: list[Word] = field(default_factory=list)  # only when word times were asked for
 
 
 @dataclass(frozen=True)
@@ -78,13 +89,28 @@ class Transcription:
 
 
 @dataclass(frozen=True)
-class _Request:
+class DecodeRequest:
     """Options checked against the chosen model, ready for faster-whisper."""
 
     language: str | None
     task: str
     beam_size: int
     initial_prompt: str | None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoder pass over up to 30 s of audio."""
+
+    segments: list[Segment]
+    language: str | None
+    language_probability: float | None
+    queue_seconds: float = 0.0
+    inference_seconds: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments)
 
 
 class ResidentModel:
@@ -97,10 +123,26 @@ class ResidentModel:
         self.in_flight = 0  # queued + running, counted on the event loop
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"asr-{info.name}")
 
-    def transcribe(
-        self, audio: np.ndarray, request: _Request, gate: SpeechGate | None
+    def decode(
+        self,
+        audio: np.ndarray,
+        request: DecodeRequest,
+        gate: SpeechGate | None,
+        prefix: str | None = None,
+        context: str | None = None,
+        word_times: bool = False,
+        fallback: bool = True,
     ) -> tuple[list[Segment], str | None, float | None]:
-        """Segments, language and its probability; runs on this model's worker thread."""
+        """Segments, language and its probability; runs on this model's worker thread.
+
+        `prefix` is text already committed for this audio: the decoder is forced through it
+        and only generates what follows (the segments' text still starts with it). `context` is
+        text said before this audio, given as the prompt (it replaces the initial prompt).
+        `word_times` decodes without timestamp tokens and aligns words instead: with timestamp
+        tokens, Whisper tends to close the prefix's segment and stop, skipping what follows.
+        `fallback=False` decodes once at temperature 0, without Whisper's temperature fallback
+        (up to six decodes of a hard window): for streaming updates, which the next pass redoes.
+        """
         offset = 0
         if gate is not None:
             span = gate.speech_span(audio)
@@ -113,15 +155,43 @@ class ResidentModel:
             language=request.language,
             task=request.task,
             beam_size=request.beam_size,
-            initial_prompt=request.initial_prompt,
-            **self.whisper.decoder_guards(len(audio) / WHISPER_RATE),
+            initial_prompt=context if context is not None else request.initial_prompt,
+            prefix=prefix or None,
+            without_timestamps=word_times,
+            word_timestamps=word_times,
+            **({} if fallback else {"temperature": 0.0}),
+            **self._guards(len(audio) / WHISPER_RATE, prefix, context),
         )
         shift = offset / WHISPER_RATE
         # The generator decodes lazily: consume it here, on the worker thread.
         found = [
-            Segment(s.start + shift, s.end + shift, s.text, s.avg_logprob, s.no_speech_prob) for s in segments
+            Segment(
+                s.start + shift,
+                s.end + shift,
+                s.text,
+                s.avg_logprob,
+                s.no_speech_prob,
+                [Word(w.start + shift, w.end + shift, w.word) for w in s.words or ()],
+            )
+            for s in segments
         ]
         return found, info.language, info.language_probability
+
+    def _guards(self, duration: float, prefix: str | None, context: str | None) -> dict:
+        """Decoder guards, with the token budget kept inside Whisper's 448-token context
+        (faster-whisper refuses a request whose prompt plus budget exceeds it)."""
+        guards = self.whisper.decoder_guards(duration)
+        if not prefix and not context:
+            return guards
+        tokenizer = self.whisper.hf_tokenizer
+        used = PROMPT_OVERHEAD_TOKENS
+        if context:
+            used += min(MAX_CONTEXT_TOKENS, len(tokenizer.encode(" " + context).ids))
+        if prefix:
+            used += len(tokenizer.encode(" " + prefix).ids)
+        room = max(1, WHISPER_MAX_TOKENS - used)
+        guards["max_new_tokens"] = min(guards.get("max_new_tokens", room), room)
+        return guards
 
 
 class AsrEngine:
@@ -248,7 +318,7 @@ class AsrEngine:
 
     # --- requests -----------------------------------------------------------------------------
 
-    def check_options(self, info: ModelInfo, options: TranscriptionOptions) -> _Request:
+    def check_options(self, info: ModelInfo, options: TranscriptionOptions) -> DecodeRequest:
         """Apply defaults and refuse what the model cannot do, with a message saying why."""
         task = options.task or self.defaults.task
         if task not in TASKS:
@@ -281,19 +351,34 @@ class AsrEngine:
         prompt = (
             options.initial_prompt if options.initial_prompt is not None else self.defaults.initial_prompt
         )
-        return _Request(language, task, beam_size, prompt)
+        return DecodeRequest(language, task, beam_size, prompt)
 
-    async def transcribe(
-        self, audio: np.ndarray, options: TranscriptionOptions | None = None
-    ) -> Transcription:
-        """Transcribe 16 kHz mono float32 audio on a worker thread."""
+    async def prepare(
+        self, options: TranscriptionOptions | None = None
+    ) -> tuple[ResidentModel, DecodeRequest]:
+        """The model that serves these options (loaded if need be) and the checked request."""
         options = options or TranscriptionOptions()
         resident = await self.model(self.choose_model(options).name)
-        request = self.check_options(resident.info, options)
-        duration = len(audio) / WHISPER_RATE
-        if not len(audio):
-            return Transcription("", request.language, None, 0.0, resident.info.name, request.task)
+        return resident, self.check_options(resident.info, options)
+
+    async def decode(
+        self,
+        resident: ResidentModel,
+        audio: np.ndarray,
+        request: DecodeRequest,
+        prefix: str | None = None,
+        context: str | None = None,
+        optional: bool = False,
+        word_times: bool = False,
+    ) -> Decoded | None:
+        """One pass on the model's worker thread.
+
+        A busy model refuses with OverloadedError, or returns None for an `optional` pass (a
+        streaming update that the next one makes up for).
+        """
         if resident.in_flight >= self.defaults.max_queue:
+            if optional:
+                return None
             raise OverloadedError(
                 f"model {resident.info.name} is busy: {resident.in_flight} requests in flight "
                 f"(limit {self.defaults.max_queue}); try again shortly"
@@ -305,23 +390,37 @@ class AsrEngine:
         def run() -> tuple[list[Segment], str | None, float | None]:
             nonlocal started_at
             started_at = time.perf_counter()
-            return resident.transcribe(audio, request, self._gate)
+            return resident.decode(
+                audio, request, self._gate, prefix, context, word_times, fallback=not optional
+            )
 
         try:
             loop = asyncio.get_running_loop()
             segments, language, probability = await loop.run_in_executor(resident.executor, run)
         finally:
             resident.in_flight -= 1
-        finished_at = time.perf_counter()
-        text = "".join(s.text for s in segments).strip()
+        return Decoded(
+            segments, language, probability, started_at - queued_at, time.perf_counter() - started_at
+        )
+
+    async def transcribe(
+        self, audio: np.ndarray, options: TranscriptionOptions | None = None
+    ) -> Transcription:
+        """Transcribe 16 kHz mono float32 audio on a worker thread."""
+        resident, request = await self.prepare(options)
+        duration = len(audio) / WHISPER_RATE
+        if not len(audio):
+            return Transcription("", request.language, None, 0.0, resident.info.name, request.task)
+        decoded = await self.decode(resident, audio, request)
+        assert decoded is not None  # only optional passes are skipped
         return Transcription(
-            text=text,
-            language=language,
-            language_probability=probability,
+            text=decoded.text.strip(),
+            language=decoded.language,
+            language_probability=decoded.language_probability,
             duration=duration,
             model=resident.info.name,
             task=request.task,
-            segments=segments,
-            queue_seconds=started_at - queued_at,
-            inference_seconds=finished_at - started_at,
+            segments=decoded.segments,
+            queue_seconds=decoded.queue_seconds,
+            inference_seconds=decoded.inference_seconds,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from faster_whisper.vad import VadOptions, get_speech_timestamps
+from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
 
 from .audio import WHISPER_RATE
 
@@ -33,3 +33,82 @@ class SpeechGate:
         if not speech:
             return None
         return max(0, speech[0]["start"]), min(len(audio), speech[-1]["end"])
+
+
+FRAME_SAMPLES = 512  # Silero's frame at 16 kHz
+FRAME_SECONDS = FRAME_SAMPLES / WHISPER_RATE
+CONTEXT_SAMPLES = 64  # each frame is scored with the end of the one before it
+
+# How long a pause ends a voice command, per Wyoming's `vad_sensitivity` (Home Assistant's values).
+ENDPOINT_SILENCE_SECONDS = {"relaxed": 1.25, "default": 0.7, "aggressive": 0.25}
+
+
+class SpeechTracker:
+    """Speech probabilities for a growing stream, 32 ms frame by frame.
+
+    `push` takes audio as it arrives and scores every complete frame. It runs Silero, so call it
+    off the event loop, and from one thread at a time. Silero's recurrent state and frame context
+    are carried from one push to the next, so the probabilities are the same as scoring the whole
+    stream at once (faster-whisper's wrapper starts from zero state on every call; its ONNX
+    session is driven directly here).
+    """
+
+    def __init__(self, threshold: float = 0.5, min_speech_seconds: float = 0.25) -> None:
+        self.threshold = threshold
+        self.min_speech_frames = max(1, round(min_speech_seconds / FRAME_SECONDS))
+        self.frames = 0  # frames scored
+        self.speech_frames = 0
+        self.first_speech_frame: int | None = None  # where the first run of real speech began
+        self.last_speech_frame: int | None = None
+        self._run = 0  # consecutive speech frames ending at the last frame
+        self._state = np.zeros((2, 1, 1, 128), dtype=np.float32)  # Silero's LSTM h and c
+        self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)  # less than a frame, not scored yet
+
+    def push(self, audio: np.ndarray) -> None:
+        pending = np.concatenate([self._pending, audio.astype(np.float32, copy=False)])
+        count = len(pending) // FRAME_SAMPLES
+        if count == 0:
+            self._pending = pending
+            return
+        frames = pending[: count * FRAME_SAMPLES].reshape(count, FRAME_SAMPLES)
+        self._pending = pending[count * FRAME_SAMPLES :]
+        contexts = np.concatenate([self._context[np.newaxis], frames[:-1, -CONTEXT_SAMPLES:]])
+        self._context = frames[-1, -CONTEXT_SAMPLES:].copy()
+        probabilities, h, c = get_vad_model().session.run(
+            None,
+            {"input": np.concatenate([contexts, frames], axis=1), "h": self._state[0], "c": self._state[1]},
+        )
+        self._state = np.stack([h, c])
+        probabilities = probabilities.reshape(-1)
+        for probability in probabilities:
+            if probability >= self.threshold:
+                self.speech_frames += 1
+                self._run += 1
+                if self._run >= self.min_speech_frames and self.first_speech_frame is None:
+                    self.first_speech_frame = self.frames - self._run + 1
+                self.last_speech_frame = self.frames
+            else:
+                self._run = 0
+            self.frames += 1
+
+    @property
+    def speech_started(self) -> bool:
+        """A run of speech long enough not to be a click or a cough has been heard."""
+        return self.first_speech_frame is not None
+
+    @property
+    def last_speech_end(self) -> float | None:
+        """Seconds from the stream start to the end of the last speech frame."""
+        return None if self.last_speech_frame is None else (self.last_speech_frame + 1) * FRAME_SECONDS
+
+    @property
+    def trailing_silence(self) -> float:
+        """Seconds of non-speech since the last speech frame (0 before any speech)."""
+        if self.last_speech_frame is None:
+            return 0.0
+        return (self.frames - self.last_speech_frame - 1) * FRAME_SECONDS
+
+    def ended(self, silence_seconds: float) -> bool:
+        """Speech began and has been followed by this much silence: the command is over."""
+        return self.speech_started and self.trailing_silence >= silence_seconds

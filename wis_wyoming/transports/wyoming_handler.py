@@ -1,7 +1,11 @@
 """One Wyoming connection: describe, select-program, transcribe and audio streams.
 
 A connection serves any number of requests in turn. A request is an optional `transcribe`, then
-`audio-start`, `audio-chunk`s and `audio-stop`. Every bad event gets one `error` event with a code
+`audio-start`, `audio-chunk`s and `audio-stop`. Audio is decoded while it arrives (the engine's
+TranscriptStream): committed text goes out as `transcript-start` and `transcript-chunk`s, and at
+`audio-stop` the tail, then one `transcript` with the whole text (what older clients read) and
+`transcript-stop`. With the server-side endpoint on, the answer goes out when the speaker stops;
+the rest of the stream is swallowed. Every bad event gets one `error` event with a code
 and a message. When a request fails, the rest of it is swallowed and its `audio-stop` is answered
 by closing the connection: clients that wait only for a `transcript` (Home Assistant's STT entity
 ignores `error` events) then fail at once instead of waiting forever. Errors outside a request
@@ -15,10 +19,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
-from wyoming.asr import Transcribe, Transcript
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
@@ -28,6 +33,8 @@ from wyoming.server import AsyncEventHandler
 
 from ..engine.asr import AsrEngine, TranscriptionOptions
 from ..engine.audio import PcmFormat, StreamingResampler
+from ..engine.streaming import StreamingPolicy, StreamResult, TranscriptStream
+from ..engine.vad import ENDPOINT_SILENCE_SECONDS
 from ..errors import AudioTooLongError, InvalidRequestError, WisError
 from .wyoming_events import ProtocolError, read_event
 from .wyoming_info import ASR_PROGRAM_NAME, info_event
@@ -49,6 +56,9 @@ class WyomingService:
 
     engine: AsrEngine
     max_audio_seconds: float
+    stream_transcripts: bool = True  # send transcript-start/chunk/stop
+    vad_endpoint: bool = False  # answer when the speaker stops, before audio-stop
+    policy: StreamingPolicy = field(default_factory=StreamingPolicy)
     background: set[asyncio.Task] = field(default_factory=set)
 
     def warm_up(self, model: str | None) -> None:
@@ -65,12 +75,27 @@ class WyomingService:
             _LOGGER.warning("Loading a model in the background failed: %s", task.exception())
 
 
+@dataclass(frozen=True)
+class _Request:
+    options: TranscriptionOptions
+    endpoint_silence: float  # from vad_sensitivity; used when the server-side endpoint is on
+
+
 @dataclass
 class _AudioStream:
-    options: TranscriptionOptions
+    request: _Request
     resampler: StreamingResampler = field(default_factory=StreamingResampler)
-    pieces: list[np.ndarray] = field(default_factory=list)
+    backlog: list[np.ndarray] = field(default_factory=list)  # audio that came before the model
+    transcript: TranscriptStream | None = None
     failed: bool = False  # an error was sent: swallow the rest of this stream until audio-stop
+    started: bool = False  # transcript-start was sent
+    answer: asyncio.Task | None = None  # the server-side endpoint's answer: the rest is swallowed
+
+    def drop(self) -> None:
+        self.failed = True
+        self.backlog.clear()
+        if self.transcript is not None:
+            self.transcript.abort()
 
 
 def _format_of(event: Event) -> PcmFormat:
@@ -87,19 +112,25 @@ def _optional_str(data: dict, key: str) -> str | None:
     return value
 
 
-def _options_of(event: Event, connection_model: str | None) -> TranscriptionOptions:
+def _request_of(event: Event, connection_model: str | None) -> _Request:
     """Wyoming's transcribe fields, plus wis extensions: task, beam_size, initial_prompt."""
     data = event.data
     beam_size = data.get("beam_size")
     if beam_size is not None and (not isinstance(beam_size, int) or isinstance(beam_size, bool)):
         raise InvalidRequestError(f"transcribe 'beam_size' must be an integer, got {beam_size!r}")
-    return TranscriptionOptions(
+    sensitivity = _optional_str(data, "vad_sensitivity") or "default"
+    if sensitivity not in ENDPOINT_SILENCE_SECONDS:
+        raise InvalidRequestError(
+            f"unknown vad_sensitivity {sensitivity!r}; use {', '.join(ENDPOINT_SILENCE_SECONDS)}"
+        )
+    options = TranscriptionOptions(
         model=_optional_str(data, "name") or connection_model,
         language=_optional_str(data, "language"),
         task=_optional_str(data, "task"),
         beam_size=beam_size,
         initial_prompt=_optional_str(data, "initial_prompt"),
     )
+    return _Request(options, ENDPOINT_SILENCE_SECONDS[sensitivity])
 
 
 class WyomingHandler(AsyncEventHandler):
@@ -110,7 +141,7 @@ class WyomingHandler(AsyncEventHandler):
         self.service = service
         self.engine = service.engine
         self._connection_model: str | None = None  # chosen by select-program
-        self._request: TranscriptionOptions | None = None  # from the last transcribe
+        self._request: _Request | None = None  # from the last transcribe
         self._request_refused = False  # the last transcribe was refused: so is its audio
         self._stream: _AudioStream | None = None
 
@@ -128,6 +159,7 @@ class WyomingHandler(AsyncEventHandler):
         except (ConnectionError, asyncio.IncompleteReadError):
             _LOGGER.debug("Client went away")
         finally:
+            await self._drop_stream()
             await self.disconnect()
             self.writer.close()
 
@@ -158,8 +190,7 @@ class WyomingHandler(AsyncEventHandler):
         if event.type not in _REQUEST_EVENTS:
             return False
         if self._stream is not None:
-            self._stream.failed = True
-            self._stream.pieces.clear()
+            self._stream.drop()
         else:
             self._request_refused = True
         return False
@@ -170,15 +201,17 @@ class WyomingHandler(AsyncEventHandler):
 
     async def _dispatch(self, event: Event) -> bool:
         if AudioChunk.is_type(event.type):
-            self._on_audio_chunk(event)
+            await self._on_audio_chunk(event)
         elif AudioStart.is_type(event.type):
-            self._on_audio_start(event)
+            await self._on_audio_start(event)
         elif AudioStop.is_type(event.type):
             return await self._on_audio_stop()
         elif Transcribe.is_type(event.type):
             self._on_transcribe(event)
         elif Describe.is_type(event.type):
-            await self.write_event(info_event(self.engine))
+            await self.write_event(
+                info_event(self.engine, self.service.stream_transcripts, not self.service.vad_endpoint)
+            )
         elif SelectProgram.is_type(event.type):
             self._on_select_program(event)
         elif Ping.is_type(event.type):
@@ -212,52 +245,151 @@ class WyomingHandler(AsyncEventHandler):
         if self._stream is not None:
             raise OutOfOrderError("transcribe arrived while an audio stream is open; send audio-stop first")
         self._request, self._request_refused = None, False
-        options = _options_of(event, self._connection_model)
-        model = self.engine.validate(options)
-        self._request = options
+        request = _request_of(event, self._connection_model)
+        model = self.engine.validate(request.options)
+        self._request = request
         self.service.warm_up(model.name)
 
-    def _on_audio_start(self, event: Event) -> None:
+    async def _on_audio_start(self, event: Event) -> None:
         if self._stream is not None:
             # Both streams are spoiled: the rest is swallowed until the client's audio-stop.
             raise OutOfOrderError("audio-start arrived while another audio stream is open")
-        options = self._request or TranscriptionOptions(model=self._connection_model)
-        self._stream = _AudioStream(options, failed=self._request_refused)
+        request = self._request or _Request(
+            TranscriptionOptions(model=self._connection_model), ENDPOINT_SILENCE_SECONDS["default"]
+        )
+        self._stream = _AudioStream(request, failed=self._request_refused)
         _format_of(event).validate()
+        if not self._stream.failed:
+            await self._open_transcript(self._stream, load=False)
 
-    def _on_audio_chunk(self, event: Event) -> None:
+    async def _on_audio_chunk(self, event: Event) -> None:
         stream = self._stream
         if stream is None:
-            self._stream = _AudioStream(TranscriptionOptions(), failed=True)
+            self._stream = _AudioStream(_Request(TranscriptionOptions(), 0.0), failed=True)
             raise OutOfOrderError("audio-chunk arrived before audio-start")
-        if stream.failed:
+        if stream.failed or stream.answer is not None:
             return
-        stream.pieces.append(stream.resampler.push(event.payload or b"", _format_of(event)))
+        audio = stream.resampler.push(event.payload or b"", _format_of(event))
         if stream.resampler.input_seconds > self.service.max_audio_seconds:
             raise AudioTooLongError(
                 f"audio is longer than the limit of {self.service.max_audio_seconds:g} s; stream dropped"
             )
+        transcript = await self._open_transcript(stream, load=False)
+        if transcript is None:
+            stream.backlog.append(audio)
+        else:
+            transcript.push(audio)
 
     async def _on_audio_stop(self) -> bool:
         stream, self._stream = self._stream, None
         self._request, self._request_refused = None, False
         if stream is None:
             raise OutOfOrderError("audio-stop arrived without an open audio stream")
+        if stream.answer is not None:
+            await stream.answer  # answered at the endpoint: nothing more to send
         if stream.failed:
             _LOGGER.debug("Failed request ended: closing the connection")
+            await self._drop(stream)
             return False
-        stream.pieces.append(stream.resampler.flush())
-        audio = np.concatenate(stream.pieces) if stream.pieces else np.zeros(0, np.float32)
+        if stream.answer is None:
+            transcript = await self._open_transcript(stream, load=True)
+            assert transcript is not None
+            transcript.push(stream.resampler.flush())
+            await self._answer(stream, transcript)
+        return True
+
+    # --- transcripts -----------------------------------------------------------------------------
+
+    async def _open_transcript(self, stream: _AudioStream, load: bool) -> TranscriptStream | None:
+        """The stream's TranscriptStream, once its model is resident (loading it if `load`).
+
+        Until then, audio waits in the backlog: a model that loads in the background (after
+        select-program or transcribe) does not hold up the client.
+        """
+        if stream.transcript is not None:
+            return stream.transcript
+        options = stream.request.options
+        if not load and self.engine.choose_model(options).name not in self.engine.resident:
+            return None
+        resident, request = await self.engine.prepare(options)
+        if stream.transcript is not None:  # opened while the model loaded
+            return stream.transcript
+        policy = self.service.policy
+        if self.service.vad_endpoint:
+            policy = replace(policy, endpoint_silence=stream.request.endpoint_silence)
+        transcript = TranscriptStream(
+            self.engine,
+            resident,
+            request,
+            policy,
+            on_commit=partial(self._send_committed, stream),
+            on_endpoint=partial(self._on_endpoint, stream),
+        )
+        stream.transcript = transcript
+        for audio in stream.backlog:
+            transcript.push(audio)
+        stream.backlog.clear()
+        return transcript
+
+    async def _send_start(self, stream: _AudioStream) -> None:
+        if self.service.stream_transcripts and not stream.started:
+            stream.started = True
+            language = stream.transcript.request.language if stream.transcript else None
+            await self.write_event(TranscriptStart(language=language).event())
+
+    async def _send_committed(self, stream: _AudioStream, text: str) -> None:
+        if self.service.stream_transcripts and not stream.failed:
+            await self._send_start(stream)
+            await self.write_event(TranscriptChunk(text=text).event())
+
+    async def _answer(self, stream: _AudioStream, transcript: TranscriptStream) -> StreamResult:
+        """Finish the transcript: the tail as a chunk, then transcript and transcript-stop."""
         started = time.perf_counter()
-        result = await self.engine.transcribe(audio, stream.options)
+        result = await transcript.finish()
+        await self._send_start(stream)
+        await self.write_event(Transcript(text=result.text, language=result.language).event())
+        if self.service.stream_transcripts:
+            await self.write_event(TranscriptStop().event())
         _LOGGER.info(
-            "%s: %.2f s of audio in %.3f s (%.3f s queued) [%s]: %s",
+            "%s: %.2f s of audio, answered %.3f s after its end (%d passes, %s) [%s]: %s",
             result.model,
             result.duration,
             time.perf_counter() - started,
-            result.queue_seconds,
+            result.stats.passes,
+            "final pass" if result.stats.final_pass else "no final pass",
             result.language,
             result.text,
         )
-        await self.write_event(Transcript(text=result.text, language=result.language).event())
-        return True
+        return result
+
+    def _on_endpoint(self, stream: _AudioStream) -> None:
+        """The speaker stopped (server-side endpoint): answer now, swallow the rest."""
+        if stream.answer is None and stream.transcript is not None and not stream.failed:
+            _LOGGER.debug("Endpoint: speech ended before audio-stop")
+            stream.answer = asyncio.create_task(self._answer_at_endpoint(stream, stream.transcript))
+
+    async def _answer_at_endpoint(self, stream: _AudioStream, transcript: TranscriptStream) -> None:
+        try:
+            await self._answer(stream, transcript)
+        except ConnectionError:
+            pass
+        except WisError as err:
+            stream.drop()  # its audio-stop closes the connection, as for any failed request
+            await self._send_error(err)
+        except Exception as err:
+            _LOGGER.exception("Internal error while answering at the endpoint")
+            stream.drop()
+            await self._send_error(WisError(f"internal error: {err}"), "internal-error")
+
+    async def _drop(self, stream: _AudioStream) -> None:
+        if stream.transcript is not None:
+            await stream.transcript.cancel()
+
+    async def _drop_stream(self) -> None:
+        """The connection ends: stop the open stream's background work."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            if stream.answer is not None:
+                stream.answer.cancel()
+                await asyncio.gather(stream.answer, return_exceptions=True)
+            await self._drop(stream)

@@ -12,7 +12,7 @@ ASR_PROGRAM_NAME = "wis-wyoming"
 PROJECT_ATTRIBUTION = Attribution(name="wis_wyoming", url="https://github.com/wis-wyoming/wis_wyoming")
 
 
-def build_info(engine: AsrEngine) -> Info:
+def build_info(engine: AsrEngine, streaming: bool = True, requires_external_vad: bool = True) -> Info:
     models = [
         AsrModel(
             name=model.name,
@@ -31,13 +31,18 @@ def build_info(engine: AsrEngine) -> Info:
         description="Whisper speech-to-text on CTranslate2, several models resident, chosen per request",
         version=__version__,
         models=models,
+        supports_transcript_streaming=streaming,
+        requires_external_vad=requires_external_vad,
+        # Silero VAD trims and gates the audio here; Whisper wants the voice as it was.
+        prefers_auto_gain_enabled=False,
+        prefers_noise_reduction_enabled=False,
     )
     return Info(asr=[program])
 
 
-def info_event(engine: AsrEngine) -> Event:
+def info_event(engine: AsrEngine, streaming: bool = True, requires_external_vad: bool = True) -> Event:
     """The info event, plus a `wis` block (ignored by other clients) saying what is resident."""
-    event = build_info(engine).event()
+    event = build_info(engine, streaming, requires_external_vad).event()
     event.data["wis"] = {
         "version": __version__,
         "default_model": engine.defaults.model,
