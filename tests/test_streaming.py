@@ -1,0 +1,173 @@
+"""Streaming transcripts: decoding while audio arrives, commits, endpointing (real audio, real models)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import jiwer
+import numpy as np
+import pytest_asyncio
+from whisper_normalizer.english import EnglishTextNormalizer
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.info import Describe, Info
+from wyoming.ping import Ping
+
+from wis_wyoming.app import WisServer
+from wis_wyoming.engine.asr import TranscriptionOptions
+from wis_wyoming.engine.audio import decode_file
+from wis_wyoming.engine.streaming import TranscriptStream
+
+from .conftest import read_wav, reference_text, speech
+from .wyoming_client import SAMPLES_PER_CHUNK, next_event, read_answer
+
+normalise = EnglishTextNormalizer()
+LIBRI = "librispeech/1089-134686-0000.wav"  # 10.4 s
+LONGFORM = "longform/librispeech_test-clean_20utt_concat.wav"
+DOOR = "commands/lock_the_Front_Door.wav"
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return jiwer.wer(normalise(reference), normalise(hypothesis))
+
+
+async def send_paced(
+    client: AsyncTcpClient, pcm: bytes, rate: int, width: int, channels: int, speed: float = 1.0
+) -> None:
+    """Audio chunks at `speed` times real time, as a satellite's microphone sends them."""
+    await client.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
+    step = SAMPLES_PER_CHUNK * width * channels
+    started = time.perf_counter()
+    for offset in range(0, len(pcm), step):
+        await client.write_event(AudioChunk(rate, width, channels, pcm[offset : offset + step]).event())
+        due = started + (offset + step) / (rate * width * channels) / speed
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+
+
+def silence(seconds: float, rate: int = 16000) -> bytes:
+    return np.zeros(int(seconds * rate), dtype=np.int16).tobytes()
+
+
+async def test_info_advertises_transcript_streaming(server):
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        await client.write_event(Describe().event())
+        program = Info.from_event(await next_event(client)).asr[0]
+    assert program.supports_transcript_streaming
+    assert program.requires_external_vad  # endpointing is opt-in
+
+
+async def test_committed_text_streams_while_speaking_and_joins_into_the_transcript(server):
+    pcm, rate, width, channels = read_wav(speech(LIBRI))
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        await client.write_event(Transcribe(name="tiny.en").event())
+        sender = asyncio.create_task(send_paced(client, pcm, rate, width, channels, speed=1.5))
+        first = await client.read_event()
+        assert first is not None and first.type == "transcript-start"
+        early = await client.read_event()
+        # A committed chunk arrives while the audio is still being sent.
+        assert early is not None and early.type == "transcript-chunk"
+        assert not sender.done()
+        await sender
+        await client.write_event(AudioStop().event())
+        events = [first, early, *await read_answer(client)]
+    types = [e.type for e in events]
+    assert types[0] == "transcript-start" and types[-2:] == ["transcript", "transcript-stop"]
+    assert set(types[1:-2]) == {"transcript-chunk"}
+    chunks = "".join(TranscriptChunk.from_event(e).text for e in events if e.type == "transcript-chunk")
+    transcript = Transcript.from_event(events[-2])
+    assert chunks == transcript.text
+    assert transcript.language == "en"
+    assert wer(reference_text(speech(LIBRI)), transcript.text) < 0.15
+
+
+async def test_silence_streams_an_empty_transcript_without_chunks(server):
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        await send_paced(client, silence(2.5), 16000, 2, 1, speed=2.0)
+        await client.write_event(AudioStop().event())
+        types = [e.type for e in await read_answer(client)]
+        assert types == ["transcript-start", "transcript", "transcript-stop"]
+
+
+async def test_audio_sent_at_once_gets_the_same_answer_shape(server):
+    pcm, rate, width, channels = read_wav(speech(DOOR))
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        await send_paced(client, pcm, rate, width, channels, speed=1000.0)
+        await client.write_event(AudioStop().event())
+        events = await read_answer(client)
+    transcript = Transcript.from_event(events[-2])
+    assert normalise(transcript.text) == normalise(reference_text(speech(DOOR)))
+    chunks = "".join(TranscriptChunk.from_event(e).text for e in events if e.type == "transcript-chunk")
+    assert chunks == transcript.text
+
+
+async def test_committed_text_is_never_retracted_over_a_long_stream(server):
+    """Engine level, 70 s of long-form speech at 3x real time: every commit extends the text,
+    the buffer stays within Whisper's window, and the result is as good as offline."""
+    audio = decode_file(speech(LONGFORM))[: 70 * 16000]
+    resident, request = await server.engine.prepare()
+    request = replace(request, beam_size=1)
+    sent: list[str] = []  # the text a client has, after each commit
+    engine_view: list[str] = []
+
+    async def on_commit(text: str) -> None:
+        sent.append((sent[-1] if sent else "") + text)
+        engine_view.append(stream.committed)
+
+    stream = TranscriptStream(server.engine, resident, request, on_commit=on_commit)
+    started = time.perf_counter()
+    step = 4096
+    for offset in range(0, len(audio), step):
+        stream.push(audio[offset : offset + step])
+        await asyncio.sleep(max(0.0, started + (offset + step) / 16000 / 3 - time.perf_counter()))
+    result = await stream.finish()
+
+    # What was sent is what the engine had committed, and the end only appended to it.
+    assert len(sent) > 10 and sent == engine_view
+    assert sent[-1] == result.text
+    assert result.stats.trims >= 2
+    assert 0 < result.stats.max_buffer_seconds <= 30
+    offline = await server.engine.transcribe(audio, TranscriptionOptions(beam_size=1))
+    assert wer(offline.text, result.text) < 0.15
+    reference = " ".join(reference_text(speech(LONGFORM)).split()[:190])
+    assert wer(reference, result.text) < wer(reference, offline.text) + 0.05
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def endpoint_server(base_settings):
+    """tiny.en with the server-side endpoint on."""
+    async with WisServer(replace(base_settings, models=["tiny.en"], vad_endpoint=True)) as running:
+        yield running
+
+
+async def test_server_endpoint_answers_before_audio_stop(endpoint_server):
+    pcm, rate, width, channels = read_wav(speech(DOOR))
+    async with AsyncTcpClient("127.0.0.1", endpoint_server.port) as client:
+        await client.write_event(Describe().event())
+        assert not Info.from_event(await next_event(client)).asr[0].requires_external_vad
+        await client.write_event(Transcribe(vad_sensitivity="aggressive").event())
+        await send_paced(client, pcm, rate, width, channels, speed=2.0)
+        # No audio-stop: the satellite keeps streaming room silence until it hears back.
+        answer = asyncio.create_task(read_answer(client))
+        for _ in range(40):
+            if answer.done():
+                break
+            await client.write_event(AudioChunk(rate, width, channels, silence(0.1, rate)).event())
+            await asyncio.sleep(0.1)
+        events = await asyncio.wait_for(answer, 5)
+        transcript = Transcript.from_event(events[-2])
+        assert normalise(transcript.text) == normalise(reference_text(speech(DOOR)))
+        # The rest of the stream is swallowed: its audio-stop gets no second answer.
+        await client.write_event(AudioStop().event())
+        await client.write_event(Ping(text="after").event())
+        pong = await client.read_event()
+        assert pong is not None and pong.type == "pong"
+
+
+async def test_unknown_vad_sensitivity_is_refused(server):
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        await client.write_event(Transcribe(vad_sensitivity="sleepy").event())
+        error = await next_event(client)
+    assert error.type == "error" and "vad_sensitivity" in error.data["text"]
