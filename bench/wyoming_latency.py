@@ -1,11 +1,15 @@
 """Latency and WER, wis_wyoming vs wyoming-faster-whisper, measured side by side in one run.
 
 Both servers load the same CTranslate2 model directory with the same beam size, compute type and
-thread count. Each clip is streamed to each server in real time (as a satellite would), and the
-latency is the time from `audio-stop` to `transcript`. Clips alternate between servers so drift
-on the machine hits both alike.
+thread count. The latency is the time from `audio-stop` to `transcript`. Clips alternate between
+servers so drift on the machine hits both alike. Modes:
 
-    .venv/bin/python bench/wyoming_latency.py --corpus commands --beam 1
+- streaming: each clip is sent in real time, as a satellite's microphone sends it, optionally
+  followed by `--trailing-silence` seconds of silence (what a satellite's own VAD waits for
+  before it sends audio-stop; Home Assistant's default is 0.7 s);
+- non_streaming: the whole clip at once, then audio-stop (a file upload).
+
+    .venv/bin/python bench/wyoming_latency.py --corpus commands --beam 1 --mode both
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ class ServerRun:
     name: str
     command: list[str]
     port: int
-    latencies: list[float] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
+    latencies: dict[str, list[float]] = field(default_factory=dict)  # by mode
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    first_chunks: list[float] = field(default_factory=list)  # streaming: audio start to first chunk
     process: subprocess.Popen | None = None
 
 
@@ -68,29 +73,49 @@ async def wait_ready(run: ServerRun, timeout: float = 180) -> None:
     raise TimeoutError(f"{run.name} did not start")
 
 
-async def stream_clip(port: int, wav_path: Path, language: str) -> tuple[float, str]:
+@dataclass
+class Answer:
+    latency: float  # audio-stop to transcript
+    text: str
+    first_chunk: float | None  # audio-start to the first transcript-chunk
+
+
+async def stream_clip(
+    port: int, wav_path: Path, language: str, paced: bool = True, trailing_silence: float = 0.0
+) -> Answer:
     with wave.open(str(wav_path)) as wav:
         rate, width, channels = wav.getframerate(), wav.getsampwidth(), wav.getnchannels()
         pcm = wav.readframes(wav.getnframes())
+    pcm += bytes(int(trailing_silence * rate) * width * channels)
     step = CHUNK_SAMPLES * width * channels
+    first_chunk: float | None = None
     async with AsyncTcpClient("127.0.0.1", port) as client:
+
+        async def read_answer() -> tuple[float, str]:
+            nonlocal first_chunk
+            while (event := await client.read_event()) is not None:
+                if event.type == "transcript-chunk" and first_chunk is None:
+                    first_chunk = time.perf_counter() - started
+                if event.type == "transcript":
+                    return time.perf_counter(), event.data.get("text", "")
+                if event.type == "error":
+                    raise RuntimeError(f"server error: {event.data}")
+            raise RuntimeError("connection closed without a transcript")
+
         await client.write_event(Transcribe(language=language).event())
         await client.write_event(AudioStart(rate, width, channels).event())
         started = time.perf_counter()
+        reader = asyncio.create_task(read_answer())
         for index, offset in enumerate(range(0, len(pcm), step)):
             await client.write_event(AudioChunk(rate, width, channels, pcm[offset : offset + step]).event())
             # Pace to real time against the start, so sleeps do not accumulate error.
             delay = started + (index + 1) * CHUNK_SAMPLES / rate - time.perf_counter()
-            if delay > 0:
+            if paced and delay > 0:
                 await asyncio.sleep(delay)
         stop_sent = time.perf_counter()
         await client.write_event(AudioStop().event())
-        while (event := await client.read_event()) is not None:
-            if event.type == "transcript":
-                return time.perf_counter() - stop_sent, event.data.get("text", "")
-            if event.type == "error":
-                raise RuntimeError(f"server error: {event.data}")
-    raise RuntimeError("connection closed without a transcript")
+        answered, text = await reader
+    return Answer(answered - stop_sent, text, first_chunk)
 
 
 def clip_seconds(path: Path) -> float:
@@ -120,6 +145,8 @@ async def main() -> int:
     parser.add_argument("--compute-type", default="int8")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--language", default="en")
+    parser.add_argument("--mode", choices=["streaming", "non_streaming", "both"], default="streaming")
+    parser.add_argument("--trailing-silence", type=float, default=0.0, help="seconds, streaming mode")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -185,11 +212,21 @@ async def main() -> int:
         # One warm-up request each: the first inference allocates buffers.
         for run in runs:
             await stream_clip(run.port, clips[0], args.language)
-        for clip in clips:
-            for run in runs:
-                latency, text = await stream_clip(run.port, clip, args.language)
-                run.latencies.append(latency)
-                run.texts.append(text)
+        modes = ["streaming", "non_streaming"] if args.mode == "both" else [args.mode]
+        for mode in modes:
+            for clip in clips:
+                for run in runs:
+                    answer = await stream_clip(
+                        run.port,
+                        clip,
+                        args.language,
+                        paced=mode == "streaming",
+                        trailing_silence=args.trailing_silence if mode == "streaming" else 0.0,
+                    )
+                    run.latencies.setdefault(mode, []).append(answer.latency)
+                    run.texts.setdefault(mode, []).append(answer.text)
+                    if mode == "streaming" and answer.first_chunk is not None:
+                        run.first_chunks.append(answer.first_chunk)
     finally:
         for run in runs:
             if run.process is not None:
@@ -197,27 +234,39 @@ async def main() -> int:
                 run.process.wait(timeout=30)
 
     audio_seconds = sum(clip_seconds(c) for c in clips)
-    print(
-        f"\n{len(clips)} clips ({audio_seconds:.0f} s) from {args.corpus}, model {args.model}, "
-        f"beam {args.beam}, {args.compute_type}, {args.threads} threads, streamed in real time"
-    )
-    print(f"{'server':<24} {'mean ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'WER %':>7}")
-    figures = {}
-    for run in runs:
-        wer = jiwer.wer([normalise(r) for r in references], [normalise(t) or "<empty>" for t in run.texts])
-        figures[run.name] = {
-            "mean": statistics.mean(run.latencies),
-            "p50": percentile(run.latencies, 0.5),
-            "p95": percentile(run.latencies, 0.95),
-            "wer": wer,
-        }
-        mean, p50, p95 = (figures[run.name][k] * 1e3 for k in ("mean", "p50", "p95"))
-        print(f"{run.name:<24} {mean:8.0f} {p50:8.0f} {p95:8.0f} {wer * 100:7.2f}")
-    o, p = figures[ours.name], figures[peer.name]
-    print(
-        f"ratio ours/peer: mean {o['mean'] / p['mean']:.2f}x, p50 {o['p50'] / p['p50']:.2f}x, "
-        f"p95 {o['p95'] / p['p95']:.2f}x; WER {o['wer'] * 100:.2f} % vs {p['wer'] * 100:.2f} %"
-    )
+    figures: dict[str, dict] = {}
+    for mode in modes:
+        how = (
+            f"streamed in real time + {args.trailing_silence:g} s silence"
+            if mode == "streaming"
+            else "sent at once"
+        )
+        print(
+            f"\n{mode}: {len(clips)} clips ({audio_seconds:.0f} s) from {args.corpus}, model {args.model}, "
+            f"beam {args.beam}, {args.compute_type}, {args.threads} threads, {how}"
+        )
+        print(f"{'server':<24} {'mean ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'WER %':>7}")
+        for run in runs:
+            latencies, texts = run.latencies[mode], run.texts[mode]
+            wer = jiwer.wer([normalise(r) for r in references], [normalise(t) or "<empty>" for t in texts])
+            figures.setdefault(mode, {})[run.name] = {
+                "mean": statistics.mean(latencies),
+                "p50": percentile(latencies, 0.5),
+                "p95": percentile(latencies, 0.95),
+                "wer": wer,
+            }
+            mean, p50, p95 = (figures[mode][run.name][k] * 1e3 for k in ("mean", "p50", "p95"))
+            print(f"{run.name:<24} {mean:8.0f} {p50:8.0f} {p95:8.0f} {wer * 100:7.2f}")
+        o, p = figures[mode][ours.name], figures[mode][peer.name]
+        print(
+            f"ratio ours/peer: mean {o['mean'] / p['mean']:.2f}x, p50 {o['p50'] / p['p50']:.2f}x, "
+            f"p95 {o['p95'] / p['p95']:.2f}x; WER {o['wer'] * 100:.2f} % vs {p['wer'] * 100:.2f} %"
+        )
+    if ours.first_chunks:
+        print(
+            f"ours, first transcript-chunk after audio start: p50 {percentile(ours.first_chunks, 0.5):.2f} s "
+            f"({len(ours.first_chunks)} of {len(clips)} clips had a chunk before audio-stop or at it)"
+        )
     if args.json:
         args.json.write_text(
             json.dumps({"settings": vars(args) | {"json": str(args.json)}, "figures": figures}, indent=2)

@@ -104,9 +104,11 @@ async def test_audio_sent_at_once_gets_the_same_answer_shape(server):
 
 
 async def test_committed_text_is_never_retracted_over_a_long_stream(server):
-    """Engine level, 70 s of long-form speech at 3x real time: every commit extends the text,
-    the buffer stays within Whisper's window, and the result is as good as offline."""
-    audio = decode_file(speech(LONGFORM))[: 70 * 16000]
+    """Engine level, 35 s of long-form speech (4 utterances) in real time: what was sent is what
+    was committed, committed audio leaves the buffer, and the result is about as good as
+    offline."""
+    utterances, seconds = longform_utterances(35.0)
+    audio = decode_file(speech(LONGFORM))[: int(seconds * 16000)]
     resident, request = await server.engine.prepare()
     request = replace(request, beam_size=1)
     sent: list[str] = []  # the text a client has, after each commit
@@ -121,18 +123,31 @@ async def test_committed_text_is_never_retracted_over_a_long_stream(server):
     step = 4096
     for offset in range(0, len(audio), step):
         stream.push(audio[offset : offset + step])
-        await asyncio.sleep(max(0.0, started + (offset + step) / 16000 / 3 - time.perf_counter()))
+        await asyncio.sleep(max(0.0, started + (offset + step) / 16000 - time.perf_counter()))
     result = await stream.finish()
 
     # What was sent is what the engine had committed, and the end only appended to it.
-    assert len(sent) > 10 and sent == engine_view
+    assert len(sent) > 5 and sent == engine_view
     assert sent[-1] == result.text
-    assert result.stats.trims >= 2
+    assert result.stats.trims >= 1
     assert 0 < result.stats.max_buffer_seconds <= 30
     offline = await server.engine.transcribe(audio, TranscriptionOptions(beam_size=1))
-    assert wer(offline.text, result.text) < 0.15
-    reference = " ".join(reference_text(speech(LONGFORM)).split()[:190])
-    assert wer(reference, result.text) < wer(reference, offline.text) + 0.05
+    reference = " ".join(utterances)
+    assert wer(reference, result.text) < wer(reference, offline.text) + 0.03
+
+
+def longform_utterances(limit: float) -> tuple[list[str], float]:
+    """Reference texts of the long-form utterances that end by `limit` s, and where the audio
+    can be cut after them (in the pause before the next)."""
+    rows = speech(LONGFORM).with_name(speech(LONGFORM).stem + ".segments.tsv").read_text().splitlines()
+    texts, cut = [], 0.0
+    for row in rows[1:]:
+        _, _, end, text = row.split("\t")
+        if float(end) > limit:
+            break
+        texts.append(text)
+        cut = float(end) + 0.2
+    return texts, cut
 
 
 @pytest_asyncio.fixture(loop_scope="session")

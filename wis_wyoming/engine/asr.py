@@ -27,8 +27,11 @@ _LOGGER = logging.getLogger(__name__)
 
 TASKS = ("transcribe", "translate")
 MAX_BEAM_SIZE = 20
-WHISPER_MAX_TOKENS = 448  # the decoder's context: prompt, prefix and output together
+WHISPER_MAX_TOKENS = 448  # the decoder's context: prompt and output together
 MAX_CONTEXT_TOKENS = 223  # faster-whisper keeps at most this much of the prompt text
+# Token budget of a streaming update: fast read speech runs at about 4 tokens a second.
+UPDATE_TOKENS_BASE = 12
+UPDATE_TOKENS_PER_SECOND = 6
 PROMPT_OVERHEAD_TOKENS = 8  # start-of-previous, start-of-transcript, language, task, timestamp
 
 
@@ -59,20 +62,13 @@ class AsrDefaults:
 
 
 @dataclass(frozen=True)
-class Word:
-    start: float
-    end: float
-    text: str  # with its leading space, as Whisper wrote it
-
-
-@dataclass(frozen=True)
 class Segment:
     start: float
     end: float
     text: str
     avg_logprob: float
     no_speech_prob: float
-    words: list[Word] = field(default_factory=list)  # only when word times were asked for
+    compression_ratio: float = 0.0  # gzip ratio of the text: above 2.4, the decoder looped
 
 
 @dataclass(frozen=True)
@@ -128,20 +124,21 @@ class ResidentModel:
         audio: np.ndarray,
         request: DecodeRequest,
         gate: SpeechGate | None,
-        prefix: str | None = None,
         context: str | None = None,
-        word_times: bool = False,
         fallback: bool = True,
     ) -> tuple[list[Segment], str | None, float | None]:
         """Segments, language and its probability; runs on this model's worker thread.
 
-        `prefix` is text already committed for this audio: the decoder is forced through it
-        and only generates what follows (the segments' text still starts with it). `context` is
-        text said before this audio, given as the prompt (it replaces the initial prompt).
-        `word_times` decodes without timestamp tokens and aligns words instead: with timestamp
-        tokens, Whisper tends to close the prefix's segment and stop, skipping what follows.
-        `fallback=False` decodes once at temperature 0, without Whisper's temperature fallback
-        (up to six decodes of a hard window): for streaming updates, which the next pass redoes.
+        `context` is text said before this audio, given as the prompt (it replaces the initial
+        prompt). `fallback=False` decodes once at
+        temperature 0, without Whisper's temperature fallback (up to six decodes of a hard
+        window): for streaming updates, which the next pass redoes anyway.
+
+        (Tried for streaming and dropped: forcing committed text as a decoder prefix (with
+        timestamp tokens Whisper closes the prefix's segment and stops, skipping the rest;
+        without them nothing tells it where the audio ends and it repeats itself), and
+        faster-whisper's word timestamps (they move its segment boundaries and drop words:
+        "fat mutton pieces to be ladled out in thick" became "fat thick").)
         """
         offset = 0
         if gate is not None:
@@ -156,11 +153,7 @@ class ResidentModel:
             task=request.task,
             beam_size=request.beam_size,
             initial_prompt=context if context is not None else request.initial_prompt,
-            prefix=prefix or None,
-            without_timestamps=word_times,
-            word_timestamps=word_times,
-            **({} if fallback else {"temperature": 0.0}),
-            **self._guards(len(audio) / WHISPER_RATE, prefix, context),
+            **self._guards(len(audio) / WHISPER_RATE, context, fallback),
         )
         shift = offset / WHISPER_RATE
         # The generator decodes lazily: consume it here, on the worker thread.
@@ -171,24 +164,26 @@ class ResidentModel:
                 s.text,
                 s.avg_logprob,
                 s.no_speech_prob,
-                [Word(w.start + shift, w.end + shift, w.word) for w in s.words or ()],
+                s.compression_ratio,
             )
             for s in segments
         ]
         return found, info.language, info.language_probability
 
-    def _guards(self, duration: float, prefix: str | None, context: str | None) -> dict:
+    def _guards(self, duration: float, context: str | None, fallback: bool) -> dict:
         """Decoder guards, with the token budget kept inside Whisper's 448-token context
-        (faster-whisper refuses a request whose prompt plus budget exceeds it)."""
+        (faster-whisper refuses a request whose prompt plus budget exceeds it). A single greedy
+        decode (no fallback) gets a tighter budget: with nothing to catch a loop on a word cut
+        off at the end of the audio ("l-l-l-l-..."), the budget is what ends it."""
         guards = self.whisper.decoder_guards(duration)
-        if not prefix and not context:
+        if not fallback:
+            guards["temperature"] = 0.0
+            budget = int(UPDATE_TOKENS_BASE + UPDATE_TOKENS_PER_SECOND * duration)
+            guards["max_new_tokens"] = min(guards.get("max_new_tokens", budget), budget)
+        if not context:
             return guards
         tokenizer = self.whisper.hf_tokenizer
-        used = PROMPT_OVERHEAD_TOKENS
-        if context:
-            used += min(MAX_CONTEXT_TOKENS, len(tokenizer.encode(" " + context).ids))
-        if prefix:
-            used += len(tokenizer.encode(" " + prefix).ids)
+        used = PROMPT_OVERHEAD_TOKENS + min(MAX_CONTEXT_TOKENS, len(tokenizer.encode(" " + context).ids))
         room = max(1, WHISPER_MAX_TOKENS - used)
         guards["max_new_tokens"] = min(guards.get("max_new_tokens", room), room)
         return guards
@@ -366,10 +361,8 @@ class AsrEngine:
         resident: ResidentModel,
         audio: np.ndarray,
         request: DecodeRequest,
-        prefix: str | None = None,
         context: str | None = None,
         optional: bool = False,
-        word_times: bool = False,
     ) -> Decoded | None:
         """One pass on the model's worker thread.
 
@@ -390,9 +383,7 @@ class AsrEngine:
         def run() -> tuple[list[Segment], str | None, float | None]:
             nonlocal started_at
             started_at = time.perf_counter()
-            return resident.decode(
-                audio, request, self._gate, prefix, context, word_times, fallback=not optional
-            )
+            return resident.decode(audio, request, self._gate, context, fallback=not optional)
 
         try:
             loop = asyncio.get_running_loop()

@@ -6,20 +6,23 @@ one pass at a time: audio that arrives during a pass waits for the next one, so 
 skips passes instead of falling behind.
 
 Commit policy, LocalAgreement-2 (Macháček et al., Whisper-Streaming): a word is committed once
-two consecutive passes agree on it. Committed text is never taken back. Each pass forces the
-decoder through the committed words of the buffer as a prefix (WhisperKit's prefix tokens), so
-it only generates the uncommitted tail, and commits are always extensions of what was sent.
+two consecutive passes agree on it, and committed text is never taken back. Words carry times
+(Whisper's cross-attention alignment), so a pass's words that were already committed are known
+by where they are, and only the words after the committed point are compared and committed.
 
-The buffer stays short: once it holds more than `trim_seconds`, the audio of fully committed
-segments is dropped and their text becomes the prompt for later passes; past
-`max_buffer_seconds`, all but the last segment are committed and dropped, so a pass never sees
-more than 30 s. At the end, only the uncommitted tail is decoded; if nothing was said since the
-last pass (the speaker paused and a pass ran then), its hypothesis is the tail and no pass runs.
+Work is reused across passes by dropping committed audio: once the buffer holds more than
+`trim_seconds`, the audio up to the end of the last committed segment leaves it and its text
+becomes the prompt, so each pass decodes the uncommitted tail and a little context. Past
+`max_buffer_seconds` the buffer is cut at the last committed word (committing all but the last
+words by force if nothing settles), so a pass never sees more than 30 s. At the end, only the
+tail is decoded; if nothing was said since the last pass (the speaker paused and a pass ran
+then), that pass's words are the tail and no pass runs at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .asr import AsrEngine, Decoded, DecodeRequest, ResidentModel, Word
+from .asr import AsrEngine, Decoded, DecodeRequest, ResidentModel, Segment
 from .audio import WHISPER_RATE
 from .vad import FRAME_SAMPLES, SpeechTracker
 
@@ -35,18 +38,24 @@ _LOGGER = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 30.0  # Whisper's window: no pass decodes more
 LEAD_IN_SAMPLES = WHISPER_RATE  # silence kept before the first speech
-_WORD = re.compile(r"\s*\S+")
 _NOT_WORD = re.compile(r"[^\w]+")
-SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
+_PIECE = re.compile(r"\s*\S+")
 FORCE_KEEP_WORDS = 2  # left uncommitted when a full buffer forces a commit
+TIME_TOLERANCE = 0.1  # seconds of alignment jitter between passes
+LOOP_RATIO = 2.4  # Whisper's own threshold on the gzip compression ratio of a segment
+# A pass's words starting this long after the committed end are new. Word times are spread over
+# their segment (see segment_words), so they can be off by a second or two in a long segment.
+REPEAT_WINDOW = 3.0
+TRIM_MARGIN = 0.5  # cut this far before a committed segment's end: Whisper may end it late
+RECENT_WORDS = 100  # committed words kept for the prompt and the overlap check
 
 
 @dataclass(frozen=True)
 class StreamingPolicy:
     pass_seconds: float = 0.5  # new audio that triggers a pass while someone speaks
     pause_seconds: float = 0.25  # a pause this long triggers a pass at once
-    trim_seconds: float = 10.0  # beyond this, committed segments leave the buffer
-    max_buffer_seconds: float = 20.0  # beyond this, all but the last segment are committed
+    trim_seconds: float = 10.0  # beyond this, committed audio leaves the buffer
+    max_buffer_seconds: float = 20.0  # beyond this, the buffer is cut at the last committed word
     context_chars: int = 200  # committed text before the buffer, given as the prompt
     # Server-side endpoint: the final transcript is due after this much silence following speech
     # (None: the client says when the audio ends).
@@ -74,17 +83,41 @@ class StreamResult:
     stats: StreamStats
 
 
-def _same_word(a: str, b: str) -> bool:
+@dataclass(frozen=True)
+class Word:
+    start: float  # stream seconds, spread over its segment by character position
+    end: float
+    text: str  # with its leading space, as Whisper wrote it
+
+
+def segment_words(segment: Segment, offset: float) -> list[Word]:
+    """A segment's words, with times spread over the segment by character position.
+
+    Rough (a few hundred ms), and only used roughly: to tell committed words from new ones
+    within a second, and to keep the last committed word in the buffer.
+    """
+    pieces = _PIECE.findall(segment.text)
+    total = max(1, sum(len(p) for p in pieces))
+    start, span = segment.start + offset, max(0.0, segment.end - segment.start)
+    words, position = [], 0
+    for piece in pieces:
+        begin = start + span * position / total
+        position += len(piece)
+        words.append(Word(begin, start + span * position / total, piece))
+    return words
+
+
+def _same_word(a: Word, b: Word) -> bool:
     """Words agree if they differ only in case, spacing or punctuation."""
-    key_a, key_b = _NOT_WORD.sub("", a).lower(), _NOT_WORD.sub("", b).lower()
-    return key_a == key_b if key_a or key_b else a.strip() == b.strip()
+    key_a, key_b = _key(a), _key(b)
+    return key_a == key_b if key_a or key_b else a.text.strip() == b.text.strip()
 
 
 def agreed_prefix(previous: list[Word], current: list[Word]) -> int:
     """How many leading words two hypotheses share (LocalAgreement-2)."""
     count = 0
     for old, new in zip(previous, current, strict=False):
-        if not _same_word(old.text, new.text):
+        if not _same_word(old, new):
             break
         count += 1
     return count
@@ -93,7 +126,7 @@ def agreed_prefix(previous: list[Word], current: list[Word]) -> int:
 def _settled(count: int, words: list[Word]) -> int:
     """Hold back agreed words that are only punctuation ("...", "-") until a word follows:
     Whisper writes them into pauses, and a pause may end without another word."""
-    while count and not _NOT_WORD.sub("", words[count - 1].text):
+    while count and not _key(words[count - 1]):
         count -= 1
     return count
 
@@ -155,8 +188,8 @@ class TranscriptStream:
         self._tracker = SpeechTracker()
         self._unscored: list[np.ndarray] = []  # audio the speech tracker has not seen yet
         self._committed = ""  # all committed text, as sent
-        self._buffer_committed = ""  # the committed text spoken inside the buffer: the prefix
-        self._context = ""  # committed text spoken before the buffer
+        self._recent: list[Word] = []  # the last committed words, times in stream seconds
+        self._committed_end = 0.0  # where the last committed word ends, in stream seconds
         self._hypothesis: list[Word] = []  # the last pass's uncommitted words
         self._last_pass_end = 0  # sample the last pass ran up to
         self._language: tuple[str | None, float | None] = (request.language, None)
@@ -190,20 +223,16 @@ class TranscriptStream:
         tail = ""
         while self._buffer.seconds > WINDOW_SECONDS:
             # Passes fell behind (an overloaded machine): catch up a window at a time; each pass
-            # commits and drops all but its last segment.
+            # over a full buffer commits and drops all but its last words.
             start = self._buffer.start
-            decoded = await self._decode(optional=False)
-            assert decoded is not None
-            tail += self._apply(decoded, final=False)
+            tail += self._apply(await self._decode(optional=False), final=False)
             if self._buffer.start == start:
                 break
         if self._needs_final_pass():
             self.stats.final_pass = True
-            decoded = await self._decode(optional=False, word_times=bool(self._buffer_committed.strip()))
-            assert decoded is not None
-            tail += self._apply(decoded, final=True)
+            tail += self._apply(await self._decode(optional=False), final=True)
         else:
-            tail += self._emit("".join(w.text for w in self._hypothesis))
+            tail += self._commit(self._hypothesis)
             self._hypothesis = []
         if tail and self._on_commit is not None:
             await self._on_commit(tail)
@@ -246,11 +275,11 @@ class TranscriptStream:
                     # Nothing said yet: keep a second of lead-in, not minutes of silence.
                     self._buffer.drop_before(self._tracker.frames * FRAME_SAMPLES - LEAD_IN_SAMPLES)
                 if self._pass_due():
-                    decoded = await self._decode(optional=True)
-                    if decoded is None:
+                    passed = await self._decode(optional=True)
+                    if passed is None:
                         self.stats.skipped_passes += 1
                         continue
-                    committed = self._apply(decoded, final=False)
+                    committed = self._apply(passed, final=False)
                     if committed and self._on_commit is not None:
                         await self._on_commit(committed)
             except ConnectionError:
@@ -286,31 +315,22 @@ class TranscriptStream:
         return speech_end is not None and speech_end * WHISPER_RATE > self._last_pass_end
 
     def _needs_final_pass(self) -> bool:
-        if not self._tracker.speech_started and self._tracker.last_speech_end is None:
+        if self._tracker.last_speech_end is None:
             return False  # not a frame of speech: the answer is empty, no pass needed
         if self._last_pass_end == 0:
             return True
         # Frames the tracker has not scored (under 32 ms) cannot hold a word worth a pass.
         return self._unheard_speech()
 
-    async def _decode(self, optional: bool, word_times: bool = True) -> Decoded | None:
-        """A pass over the buffer. Passes that continue committed text decode without timestamp
-        tokens and align words instead (see ResidentModel.decode); a final pass with nothing
-        committed in its buffer is an ordinary guarded decode, the one the WER gate measured."""
-        end = min(self._buffer.end, self._buffer.start + int(WINDOW_SECONDS * WHISPER_RATE))
+    async def _decode(self, optional: bool) -> _Pass | None:
+        start = self._buffer.start
+        end = min(self._buffer.end, start + int(WINDOW_SECONDS * WHISPER_RATE))
         audio = self._buffer.view(end)
         self.stats.max_buffer_seconds = max(self.stats.max_buffer_seconds, len(audio) / WHISPER_RATE)
-        context = self._context[-self.policy.context_chars :].strip() or None
-        if context is None:
-            context = self.request.initial_prompt
+        spoken_before = "".join(w.text for w in self._recent if w.end * WHISPER_RATE <= start)
+        context = spoken_before[-self.policy.context_chars :].strip() or self.request.initial_prompt
         decoded = await self.engine.decode(
-            self.resident,
-            audio,
-            self.request,
-            prefix=self._buffer_committed.strip() or None,
-            context=context,
-            optional=optional,
-            word_times=word_times,
+            self.resident, audio, self.request, context=context, optional=optional
         )
         if decoded is None:
             return None
@@ -320,113 +340,122 @@ class TranscriptStream:
             # Detected once, kept: later passes neither flip language nor pay for detection.
             self.request = replace(self.request, language=decoded.language)
             self._language = (decoded.language, decoded.language_probability)
-        return decoded
+        return _Pass(decoded, start / WHISPER_RATE)
 
     # --- the commit policy ---------------------------------------------------------------------
 
-    def _apply(self, decoded: Decoded, final: bool) -> str:
+    def _apply(self, passed: _Pass | None, final: bool) -> str:
         """Commit what this pass settles; returns the newly committed text."""
-        head = " " + self._buffer_committed.strip() if self._buffer_committed.strip() else ""
-        prefix_words, words = split_at_prefix(decoded, head)
-        words = without_repeats(prefix_words, words)
+        assert passed is not None  # only optional passes are skipped
+        segments = passed.decoded.segments
+        if not final:
+            # An update whose decoder looped ("l-l-l-l-...") is trusted up to the loop only.
+            looped = next((i for i, s in enumerate(segments) if s.compression_ratio > LOOP_RATIO), None)
+            segments = segments[:looped]
+        words = [word for segment in segments for word in segment_words(segment, passed.offset)]
+        in_buffer = [w for w in self._recent if w.end > passed.offset + TIME_TOLERANCE]
+        words = after_committed(in_buffer, words, self._committed_end, final)
+        words = without_repeats(self._recent, words)
         count = len(words) if final else _settled(agreed_prefix(self._hypothesis, words), words)
         _LOGGER.debug(
-            "pass over %.1f s: ...%r + %r | %r",
-            self._buffer.seconds,
-            head[-30:],
+            "pass at %.1f-%.1f s heard %r; commits %r | %r",
+            passed.offset,
+            self._last_pass_end / WHISPER_RATE,
+            passed.decoded.text[-60:],
             "".join(w.text for w in words[:count]),
             "".join(w.text for w in words[count:]),
         )
         self._hypothesis = words[count:]
-        new_text = "".join(w.text for w in words[:count])
-        self._buffer_committed = head + new_text
-        committed = self._emit(new_text)
+        committed = self._commit(words[:count])
         if not final:
-            committed += self._trim(prefix_words + words[:count])
+            committed += self._trim([s.end + passed.offset for s in segments])
         return committed
 
-    def _emit(self, text: str) -> str:
-        """Append to the committed text; the first piece loses its leading space."""
+    def _commit(self, words: list[Word]) -> str:
+        """Append words to the committed text; returns the text appended."""
+        if not words:
+            return ""
+        text = "".join(w.text for w in words)
         if not self._committed:
             text = text.lstrip()
+        elif not text[:1].isspace() and text[:1].isalnum():
+            text = " " + text  # a new segment's first word may come without its space
         self._committed += text
+        self._recent = (self._recent + words)[-RECENT_WORDS:]
+        self._committed_end = max(self._committed_end, words[-1].end)
         return text
 
-    def _trim(self, committed: list[Word]) -> str:
-        """Drop the audio of committed words once the buffer grows long.
+    def _trim(self, segment_ends: list[float]) -> str:
+        """Drop committed audio once the buffer grows long; returns text committed by force.
 
-        Cuts after the last committed sentence, or (past `max_buffer_seconds`) after the last
-        committed word, committing all but the last two words by force if nothing settles.
-        Returns the text committed by force. Word times count from the buffer's start.
+        Cuts at the end of the last committed segment (Whisper's own boundary, a pause in the
+        speech) that lies before the last committed word, which stays in the buffer to anchor
+        the next pass; or, past `max_buffer_seconds`, at the last committed word, committing
+        all but the last words by force if nothing has settled.
         """
         seconds = self._buffer.seconds
         if seconds <= self.policy.trim_seconds:
             return ""
         forced = ""
-        cut = _last_index(committed, lambda w: w.text.rstrip().endswith(SENTENCE_ENDS))
-        if cut is None and seconds > self.policy.max_buffer_seconds:
-            if not committed and len(self._hypothesis) > FORCE_KEEP_WORDS:
+        anchor = self._recent[-1].start if self._recent else 0.0
+        settled = [end - TRIM_MARGIN for end in segment_ends[:-1] if end - TRIM_MARGIN <= anchor]
+        if settled and settled[-1] * WHISPER_RATE > self._buffer.start:
+            cut = settled[-1]
+        elif seconds > self.policy.max_buffer_seconds:
+            if self._committed_end * WHISPER_RATE <= self._buffer.start:
+                # Nothing committed in this buffer: the window fills up, so settle by force.
+                if len(self._hypothesis) <= FORCE_KEEP_WORDS:
+                    return ""
                 pushed = self._hypothesis[:-FORCE_KEEP_WORDS]
                 self._hypothesis = self._hypothesis[-FORCE_KEEP_WORDS:]
-                text = "".join(w.text for w in pushed)
-                forced = self._emit(text)
-                self._buffer_committed += text
-                committed = committed + pushed
-            cut = len(committed) - 1 if committed else None
-        if cut is None:
-            return forced
-        word = committed[cut]
-        following = [*committed[cut + 1 :], *self._hypothesis]
-        cut_time = (word.end + following[0].start) / 2 if following else word.end
-        if cut_time <= 0:
-            return forced
-        chars = sum(len(w.text) for w in committed[: cut + 1])
-        self._context += self._buffer_committed[:chars]
-        self._buffer_committed = self._buffer_committed[chars:]
-        self._buffer.drop_before(self._buffer.start + int(cut_time * WHISPER_RATE))
+                forced = self._commit(pushed)
+            cut = self._committed_end
+        else:
+            return ""
+        self._buffer.drop_before(int(cut * WHISPER_RATE))
         self._last_pass_end = max(self._last_pass_end, self._buffer.start)
         self.stats.trims += 1
         return forced
 
 
-def split_at_prefix(decoded: Decoded, head: str) -> tuple[list[Word], list[Word]]:
-    """A pass's words, split into the forced prefix `head` and the words that follow it.
+@dataclass(frozen=True)
+class _Pass:
+    decoded: Decoded
+    offset: float  # stream seconds where the pass's audio began
 
-    Word texts joined give the decoded text, which starts with the prefix; a word that
-    straddles the end of the prefix is split in two. Should the text ever not start with the
-    prefix, the part that does not match counts as new.
+
+def after_committed(
+    committed: list[Word], words: list[Word], committed_end: float, final: bool = False
+) -> list[Word]:
+    """The words of a pass that come after its audio's committed words.
+
+    The pass re-transcribes the committed words still in the buffer; they are found by text
+    (the last stretch that matches them), since word times jitter between passes by more than
+    the gaps between words. Only words that start near or before the committed end can be
+    repeats, so a common word further on ("and") is never taken for one. If the text does not
+    match, an update yields nothing (Whisper sometimes stops before the last segment, which
+    is still being spoken: guessing by time would commit text twice); the final pass is
+    placed by time.
     """
-    text = decoded.text
-    words = [w for segment in decoded.segments for w in segment.words]
-    if "".join(w.text for w in words) != text:
-        # No usable alignment (should not happen): words without times of their own.
-        start, end = (decoded.segments[0].start, decoded.segments[-1].end) if decoded.segments else (0, 0)
-        words = [Word(start, end, piece) for piece in _WORD.findall(text)]
-    shared = len(head)
-    while shared and not text.startswith(head[:shared]):
-        shared -= 1
-    if shared < len(head):
-        _LOGGER.warning("Decoder output does not start with the committed prefix: %r", text[:80])
-    before, after, position = [], [], 0
-    for word in words:
-        cut = min(max(shared - position, 0), len(word.text))
-        if cut:
-            before.append(Word(word.start, word.end, word.text[:cut]))
-        if cut < len(word.text):
-            after.append(Word(word.start, word.end, word.text[cut:]))
-        position += len(word.text)
-    if not head and after and not after[0].text[:1].isspace():
-        # Words are space-led; keep the space where a new buffer's text joins the old.
-        after[0] = Word(after[0].start, after[0].end, " " + after[0].text)
-    return before, after
+    if committed:
+        candidates = [_key(w) for w in words if w.start < committed_end + REPEAT_WINDOW]
+        matcher = difflib.SequenceMatcher(a=[_key(w) for w in committed], b=candidates, autojunk=False)
+        blocks = [block for block in matcher.get_matching_blocks() if block.size]
+        if blocks:
+            last = blocks[-1]
+            unmatched_tail = len(committed) - (last.a + last.size)
+            if unmatched_tail <= 1:  # the last committed word may have been re-heard differently
+                return words[last.b + last.size + unmatched_tail :]
+        if not final:
+            return []
+    return [w for w in words if w.start >= committed_end - TIME_TOLERANCE]
 
 
 def without_repeats(before: list[Word], words: list[Word]) -> list[Word]:
     """`words` less a run-on repeat at its end ("Set a timer for 30 seconds. Set a timer for 30
-    seconds."): without timestamp tokens, nothing tells the decoder that the audio has ended.
-    Blocks of two or more words repeated back to back count; a repeated single word ("no, no")
-    does not. The repeat may echo the committed text before `words`."""
-    keys = [_NOT_WORD.sub("", w.text).lower() for w in [*before, *words]]
+    seconds."). Blocks of two or more words repeated back to back count; a repeated single word
+    ("no, no") does not. The repeat may echo the committed words before `words`."""
+    keys = [_key(w) for w in [*before, *words]]
     keep = len(keys)
     shortened = True
     while shortened:
@@ -440,5 +469,5 @@ def without_repeats(before: list[Word], words: list[Word]) -> list[Word]:
     return words[: keep - len(before)]
 
 
-def _last_index(words: list[Word], test: Callable[[Word], bool]) -> int | None:
-    return next((i for i in range(len(words) - 1, -1, -1) if test(words[i])), None)
+def _key(word: Word) -> str:
+    return _NOT_WORD.sub("", word.text).lower()

@@ -1,0 +1,181 @@
+"""Streaming commit latency and long-form WER over Wyoming.
+
+A long-form file from shared/speech/longform is streamed in real time to a wis_wyoming server.
+Each word's commit latency is the time from the end of that word in the audio to the arrival of
+the `transcript-chunk` that carries it. Word end times come from a forced alignment of the offline
+transcript (the same model, run offline with word timestamps); committed words are matched to
+them in order. The streamed transcript's WER is compared with the offline transcript's.
+
+    .venv/bin/python bench/commit_latency.py --model base --beam 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import difflib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import jiwer
+from whisper_normalizer.english import EnglishTextNormalizer
+from wyoming.asr import Transcribe
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wyoming_latency import SPEECH, ServerRun, free_port, model_directory, percentile, wait_ready
+
+CHUNK_SAMPLES = 1024
+normalise = EnglishTextNormalizer()
+
+
+def word_key(word: str) -> str:
+    return re.sub(r"[^\w']+", "", word).lower()
+
+
+def offline_words(model_dir: Path, wav: Path, beam: int, threads: int) -> tuple[str, list[tuple[str, float]]]:
+    """The offline transcript and each word's end time (faster-whisper word timestamps)."""
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+    segments, _ = model.transcribe(str(wav), beam_size=beam, language="en", word_timestamps=True)
+    words, texts = [], []
+    for segment in segments:
+        texts.append(segment.text)
+        words += [(w.word, w.end) for w in segment.words or ()]
+    return "".join(texts).strip(), words
+
+
+async def stream_file(port: int, wav: Path) -> tuple[list[tuple[float, str]], str, float]:
+    """Chunks as (seconds since audio start, text), the final transcript, and its latency."""
+    with wave.open(str(wav)) as source:
+        rate, width, channels = source.getframerate(), source.getsampwidth(), source.getnchannels()
+        pcm = source.readframes(source.getnframes())
+    step = CHUNK_SAMPLES * width * channels
+    chunks: list[tuple[float, str]] = []
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+
+        async def read() -> tuple[str, float]:
+            while (event := await client.read_event()) is not None:
+                if event.type == "transcript-chunk":
+                    chunks.append((time.perf_counter() - started, event.data["text"]))
+                elif event.type == "transcript":
+                    return event.data["text"], time.perf_counter()
+                elif event.type == "error":
+                    raise RuntimeError(event.data)
+            raise RuntimeError("connection closed")
+
+        await client.write_event(Transcribe(language="en").event())
+        await client.write_event(AudioStart(rate, width, channels).event())
+        started = time.perf_counter()
+        reader = asyncio.create_task(read())
+        for index, offset in enumerate(range(0, len(pcm), step)):
+            await client.write_event(AudioChunk(rate, width, channels, pcm[offset : offset + step]).event())
+            delay = started + (index + 1) * CHUNK_SAMPLES / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        stopped = time.perf_counter()
+        await client.write_event(AudioStop().event())
+        text, answered = await reader
+    return chunks, text, answered - stopped
+
+
+def commit_latencies(
+    chunks: list[tuple[float, str]], aligned: list[tuple[str, float]]
+) -> tuple[list[float], int]:
+    """Latency of each committed word matched (in order) to an aligned offline word."""
+    committed: list[tuple[str, float]] = []  # (word, arrival)
+    for arrival, text in chunks:
+        committed += [(word_key(w), arrival) for w in text.split() if word_key(w)]
+    offline = [(word_key(w), end) for w, end in aligned if word_key(w)]
+    matcher = difflib.SequenceMatcher(a=[w for w, _ in offline], b=[w for w, _ in committed], autojunk=False)
+    latencies = []
+    for block in matcher.get_matching_blocks():
+        for i in range(block.size):
+            latencies.append(committed[block.b + i][1] - offline[block.a + i][1])
+    return latencies, len(committed)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="base")
+    parser.add_argument("--file", default="librispeech_test-clean_20utt_concat.wav", help="in longform/")
+    parser.add_argument("--beam", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    cache_dir = Path(os.environ.get("WIS_CACHE_DIR", Path.home() / ".cache" / "wis_wyoming"))
+    model_dir = Path(args.model) if Path(args.model).is_dir() else model_directory(args.model, cache_dir)
+    wav = SPEECH / "longform" / args.file
+    reference = wav.with_suffix(".txt").read_text().strip()
+
+    started = time.perf_counter()
+    offline_text, aligned = offline_words(model_dir, wav, args.beam, args.threads)
+    print(f"offline transcript and alignment: {time.perf_counter() - started:.1f} s")
+
+    ours = ServerRun("wis_wyoming", [], free_port())
+    ours.command = [
+        sys.executable, "-m", "wis_wyoming", "serve",
+        "--uri", f"tcp://127.0.0.1:{ours.port}",
+        "--models", f"bench={model_dir}",
+        "--local-files-only", "--log-level", "WARNING",
+        "--compute-type", "int8", "--cpu-threads", str(args.threads), "--beam-size", str(args.beam),
+        "--max-audio-seconds", "3600",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    ours.process = subprocess.Popen(
+        ours.command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        await wait_ready(ours)
+        chunks, streamed_text, final_latency = await stream_file(ours.port, wav)
+    finally:
+        ours.process.terminate()
+        ours.process.wait(timeout=30)
+
+    latencies, committed_words = commit_latencies(chunks, aligned)
+    wer_streamed = jiwer.wer(normalise(reference), normalise(streamed_text))
+    wer_offline = jiwer.wer(normalise(reference), normalise(offline_text))
+    figures = {
+        "words_committed": committed_words,
+        "words_matched": len(latencies),
+        "commit_p50": percentile(latencies, 0.5),
+        "commit_p95": percentile(latencies, 0.95),
+        "commit_mean": statistics.mean(latencies),
+        "final_latency": final_latency,
+        "wer_streamed": wer_streamed,
+        "wer_offline": wer_offline,
+    }
+    with wave.open(str(wav)) as source:
+        seconds = source.getnframes() / source.getframerate()
+    print(f"\n{args.file} ({seconds:.0f} s), model {args.model}, beam {args.beam}, {args.threads} threads")
+    print(
+        f"commit latency (word end -> transcript-chunk): p50 {figures['commit_p50']:.2f} s, "
+        f"p95 {figures['commit_p95']:.2f} s, mean {figures['commit_mean']:.2f} s "
+        f"({len(latencies)} of {committed_words} committed words matched to the alignment)"
+    )
+    print(f"final transcript {final_latency * 1000:.0f} ms after audio-stop")
+    print(
+        f"WER vs reference: streamed {wer_streamed * 100:.2f} %, offline {wer_offline * 100:.2f} % "
+        f"(difference {(wer_streamed - wer_offline) * 100:+.2f} points)"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"settings": {**vars(args), "json": str(args.json)}, "figures": figures})
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
