@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ LOOP_RATIO = 2.4  # Whisper's own threshold on the gzip compression ratio of a s
 # A pass's words starting this long after the committed end are new. Word times are spread over
 # their segment (see segment_words), so they can be off by a second or two in a long segment.
 REPEAT_WINDOW = 3.0
+REACH_TOLERANCE = 1.0  # a pass whose words end this far before the speech stopped early
 TRIM_MARGIN = 0.5  # cut this far before a committed segment's end: Whisper may end it late
 RECENT_WORDS = 100  # committed words kept for the prompt and the overlap check
 
@@ -192,6 +194,7 @@ class TranscriptStream:
         self._committed_end = 0.0  # where the last committed word ends, in stream seconds
         self._hypothesis: list[Word] = []  # the last pass's uncommitted words
         self._last_pass_end = 0  # sample the last pass ran up to
+        self._last_pass_at = -math.inf  # event-loop time the last pass started
         self._language: tuple[str | None, float | None] = (request.language, None)
         self._wake = asyncio.Event()
         self._closing = False
@@ -304,6 +307,10 @@ class TranscriptStream:
     def _pass_due(self) -> bool:
         if not self._tracker.speech_started:
             return False  # silence so far: nothing to decode
+        if asyncio.get_running_loop().time() - self._last_pass_at < self.policy.pass_seconds * 0.8:
+            # Audio arriving faster than real time (an upload): one pass at the end does better
+            # than updates over arbitrary cuts of it.
+            return False
         new_audio = (self._buffer.end - self._last_pass_end) / WHISPER_RATE
         if new_audio >= self.policy.pass_seconds:
             return True
@@ -317,12 +324,18 @@ class TranscriptStream:
     def _needs_final_pass(self) -> bool:
         if self._tracker.last_speech_end is None:
             return False  # not a frame of speech: the answer is empty, no pass needed
-        if self._last_pass_end == 0:
-            return True
-        # Frames the tracker has not scored (under 32 ms) cannot hold a word worth a pass.
-        return self._unheard_speech()
+        # The last pass heard all the speech, but Whisper may have stopped before its last
+        # segment: its words must reach the end of the speech for them to be the tail.
+        return self._last_pass_end == 0 or self._unheard_speech() or self._stops_short()
+
+    def _stops_short(self) -> bool:
+        """The words heard so far end well before the speech does."""
+        heard = [*self._recent[-1:], *self._hypothesis]
+        reach = max((w.end for w in heard), default=0.0)
+        return reach < (self._tracker.last_speech_end or 0.0) - REACH_TOLERANCE
 
     async def _decode(self, optional: bool) -> _Pass | None:
+        self._last_pass_at = asyncio.get_running_loop().time()
         start = self._buffer.start
         end = min(self._buffer.end, start + int(WINDOW_SECONDS * WHISPER_RATE))
         audio = self._buffer.view(end)
