@@ -27,13 +27,20 @@ from pathlib import Path
 import jiwer
 from whisper_normalizer.english import EnglishTextNormalizer
 from wyoming.asr import Transcribe
-from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.audio import AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wyoming_latency import SPEECH, ServerRun, free_port, model_directory, percentile, wait_ready
+from wyoming_latency import (
+    SPEECH,
+    ServerRun,
+    free_port,
+    model_directory,
+    percentile,
+    send_chunks,
+    wait_ready,
+)
 
-CHUNK_SAMPLES = 1024
 normalise = EnglishTextNormalizer()
 
 
@@ -59,7 +66,6 @@ async def stream_file(port: int, wav: Path) -> tuple[list[tuple[float, str]], st
     with wave.open(str(wav)) as source:
         rate, width, channels = source.getframerate(), source.getsampwidth(), source.getnchannels()
         pcm = source.readframes(source.getnframes())
-    step = CHUNK_SAMPLES * width * channels
     chunks: list[tuple[float, str]] = []
     async with AsyncTcpClient("127.0.0.1", port) as client:
 
@@ -77,11 +83,7 @@ async def stream_file(port: int, wav: Path) -> tuple[list[tuple[float, str]], st
         await client.write_event(AudioStart(rate, width, channels).event())
         started = time.perf_counter()
         reader = asyncio.create_task(read())
-        for index, offset in enumerate(range(0, len(pcm), step)):
-            await client.write_event(AudioChunk(rate, width, channels, pcm[offset : offset + step]).event())
-            delay = started + (index + 1) * CHUNK_SAMPLES / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        await send_chunks(client, pcm, rate, width, channels, started, paced=True)
         stopped = time.perf_counter()
         await client.write_event(AudioStop().event())
         text, answered = await reader

@@ -87,7 +87,6 @@ async def stream_clip(
         rate, width, channels = wav.getframerate(), wav.getsampwidth(), wav.getnchannels()
         pcm = wav.readframes(wav.getnframes())
     pcm += bytes(int(trailing_silence * rate) * width * channels)
-    step = CHUNK_SAMPLES * width * channels
     first_chunk: float | None = None
     async with AsyncTcpClient("127.0.0.1", port) as client:
 
@@ -106,16 +105,24 @@ async def stream_clip(
         await client.write_event(AudioStart(rate, width, channels).event())
         started = time.perf_counter()
         reader = asyncio.create_task(read_answer())
-        for index, offset in enumerate(range(0, len(pcm), step)):
-            await client.write_event(AudioChunk(rate, width, channels, pcm[offset : offset + step]).event())
-            # Pace to real time against the start, so sleeps do not accumulate error.
-            delay = started + (index + 1) * CHUNK_SAMPLES / rate - time.perf_counter()
-            if paced and delay > 0:
-                await asyncio.sleep(delay)
+        await send_chunks(client, pcm, rate, width, channels, started, paced)
         stop_sent = time.perf_counter()
         await client.write_event(AudioStop().event())
         answered, text = await reader
     return Answer(answered - stop_sent, text, first_chunk)
+
+
+async def send_chunks(
+    client: AsyncTcpClient, pcm: bytes, rate: int, width: int, channels: int, started: float, paced: bool
+) -> None:
+    """Audio chunks, paced to real time from `started` (or as fast as possible)."""
+    step = CHUNK_SAMPLES * width * channels
+    for index, offset in enumerate(range(0, len(pcm), step)):
+        await client.write_event(AudioChunk(rate, width, channels, pcm[offset : offset + step]).event())
+        # Pace against the start, so sleeps do not accumulate error.
+        delay = started + (index + 1) * CHUNK_SAMPLES / rate - time.perf_counter()
+        if paced and delay > 0:
+            await asyncio.sleep(delay)
 
 
 def clip_seconds(path: Path) -> float:
