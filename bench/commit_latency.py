@@ -36,6 +36,7 @@ from wyoming_latency import (
     ServerRun,
     free_port,
     model_directory,
+    our_server_command,
     percentile,
     send_chunks,
     wait_ready,
@@ -127,14 +128,12 @@ async def main() -> int:
     print(f"offline transcript and alignment: {time.perf_counter() - started:.1f} s")
 
     ours = ServerRun("wis_wyoming", [], free_port())
-    ours.command = [
-        sys.executable, "-m", "wis_wyoming", "serve",
-        "--uri", f"tcp://127.0.0.1:{ours.port}",
-        "--models", f"bench={model_dir}",
-        "--local-files-only", "--log-level", "WARNING",
-        "--compute-type", "int8", "--cpu-threads", str(args.threads), "--beam-size", str(args.beam),
-        "--max-audio-seconds", "3600",
-    ]  # fmt: skip
+    ours.command = our_server_command(
+        ours.port,
+        model_dir,
+        ["--compute-type", "int8", "--cpu-threads", str(args.threads), "--beam-size", str(args.beam),
+         "--max-audio-seconds", "3600"],
+    )  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     ours.process = subprocess.Popen(
         ours.command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -135,6 +135,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def our_server_command(port: int, model_dir: Path, options: list[str]) -> list[str]:
+    """wis_wyoming serving one model directory (as `bench`) on 127.0.0.1."""
+    return [
+        sys.executable, "-m", "wis_wyoming", "serve",
+        "--uri", f"tcp://127.0.0.1:{port}",
+        "--models", f"bench={model_dir}",
+        "--local-files-only", "--log-level", "WARNING",
+        *options,
+    ]  # fmt: skip
+
+
 def model_directory(name: str, cache_dir: Path) -> Path:
     from wis_wyoming.engine.models import ModelRegistry
 
@@ -175,20 +186,7 @@ async def main() -> int:
     ]
 
     ours = ServerRun("wis_wyoming", [], free_port())
-    ours.command = [
-        sys.executable,
-        "-m",
-        "wis_wyoming",
-        "serve",
-        "--uri",
-        f"tcp://127.0.0.1:{ours.port}",
-        "--models",
-        f"bench={model_dir}",
-        "--local-files-only",
-        "--log-level",
-        "WARNING",
-        *common,
-    ]
+    ours.command = our_server_command(ours.port, model_dir, common)
     data_dir = tempfile.mkdtemp(prefix="peer-data-")
     peer = ServerRun("wyoming-faster-whisper", [], free_port())
     peer.command = [

@@ -6,9 +6,10 @@ one pass at a time: audio that arrives during a pass waits for the next one, so 
 skips passes instead of falling behind.
 
 Commit policy, LocalAgreement-2 (Macháček et al., Whisper-Streaming): a word is committed once
-two consecutive passes agree on it, and committed text is never taken back. Words carry times
-(Whisper's cross-attention alignment), so a pass's words that were already committed are known
-by where they are, and only the words after the committed point are compared and committed.
+two consecutive passes agree on it, and committed text is never taken back. Each pass
+re-hears the committed words still in its buffer; they are found again by text (near the
+committed end, by rough times spread over Whisper's segments), and only the words after them
+are compared and committed.
 
 Work is reused across passes by dropping committed audio: once the buffer holds more than
 `trim_seconds`, the audio up to the end of the last committed segment leaves it and its text
@@ -76,7 +77,6 @@ class StreamStats:
 @dataclass(frozen=True)
 class StreamResult:
     text: str  # the whole transcript
-    tail: str  # what the end added to the committed text (also sent to `on_commit`)
     language: str | None
     language_probability: float | None
     duration: float
@@ -242,7 +242,6 @@ class TranscriptStream:
         language, probability = self._language
         return StreamResult(
             text=self._committed.strip(),
-            tail=tail,
             language=language,
             language_probability=probability,
             duration=self.duration,

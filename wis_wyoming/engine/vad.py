@@ -57,7 +57,6 @@ class SpeechTracker:
         self.threshold = threshold
         self.min_speech_frames = max(1, round(min_speech_seconds / FRAME_SECONDS))
         self.frames = 0  # frames scored
-        self.speech_frames = 0
         self.first_speech_frame: int | None = None  # where the first run of real speech began
         self.last_speech_frame: int | None = None
         self._run = 0  # consecutive speech frames ending at the last frame
@@ -83,7 +82,6 @@ class SpeechTracker:
         probabilities = probabilities.reshape(-1)
         for probability in probabilities:
             if probability >= self.threshold:
-                self.speech_frames += 1
                 self._run += 1
                 if self._run >= self.min_speech_frames and self.first_speech_frame is None:
                     self.first_speech_frame = self.frames - self._run + 1

@@ -33,7 +33,7 @@ from wyoming.server import AsyncEventHandler
 
 from ..engine.asr import AsrEngine, TranscriptionOptions
 from ..engine.audio import PcmFormat, StreamingResampler
-from ..engine.streaming import StreamingPolicy, StreamResult, TranscriptStream
+from ..engine.streaming import StreamingPolicy, TranscriptStream
 from ..engine.vad import ENDPOINT_SILENCE_SECONDS
 from ..errors import AudioTooLongError, InvalidRequestError, WisError
 from .wyoming_events import ProtocolError, read_event
@@ -342,7 +342,7 @@ class WyomingHandler(AsyncEventHandler):
             await self._send_start(stream)
             await self.write_event(TranscriptChunk(text=text).event())
 
-    async def _answer(self, stream: _AudioStream, transcript: TranscriptStream) -> StreamResult:
+    async def _answer(self, stream: _AudioStream, transcript: TranscriptStream) -> None:
         """Finish the transcript: the tail as a chunk, then transcript and transcript-stop."""
         started = time.perf_counter()
         result = await transcript.finish()
@@ -360,7 +360,6 @@ class WyomingHandler(AsyncEventHandler):
             result.language,
             result.text,
         )
-        return result
 
     def _on_endpoint(self, stream: _AudioStream) -> None:
         """The speaker stopped (server-side endpoint): answer now, swallow the rest."""
