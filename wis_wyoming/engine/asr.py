@@ -363,6 +363,7 @@ class AsrEngine:
         request: DecodeRequest,
         context: str | None = None,
         optional: bool = False,
+        fallback: bool = True,
     ) -> Decoded | None:
         """One pass on the model's worker thread.
 
@@ -383,7 +384,7 @@ class AsrEngine:
         def run() -> tuple[list[Segment], str | None, float | None]:
             nonlocal started_at
             started_at = time.perf_counter()
-            return resident.decode(audio, request, self._gate, context, fallback=not optional)
+            return resident.decode(audio, request, self._gate, context, fallback)
 
         try:
             loop = asyncio.get_running_loop()

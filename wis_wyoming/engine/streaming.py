@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -194,7 +193,10 @@ class TranscriptStream:
         self._committed_end = 0.0  # where the last committed word ends, in stream seconds
         self._hypothesis: list[Word] = []  # the last pass's uncommitted words
         self._last_pass_end = 0  # sample the last pass ran up to
-        self._last_pass_at = -math.inf  # event-loop time the last pass started
+        # Event-loop time the last pass started; the stream's start counts, so audio uploaded
+        # in one go is over before any update could cut into it.
+        self._last_pass_at = asyncio.get_running_loop().time()
+        self._last_pass_full = False  # decoded as a final pass is (fallback), so it can be one
         self._language: tuple[str | None, float | None] = (request.language, None)
         self._wake = asyncio.Event()
         self._closing = False
@@ -276,8 +278,10 @@ class TranscriptStream:
                 if self._tracker.last_speech_end is None:
                     # Nothing said yet: keep a second of lead-in, not minutes of silence.
                     self._buffer.drop_before(self._tracker.frames * FRAME_SAMPLES - LEAD_IN_SAMPLES)
-                if self._pass_due():
-                    passed = await self._decode(optional=True)
+                if due := self._pass_due():
+                    # A pass at a pause is likely the last: decode it as the final pass would,
+                    # so that its words can be the answer.
+                    passed = await self._decode(optional=True, full=due == "pause")
                     if passed is None:
                         self.stats.skipped_passes += 1
                         continue
@@ -303,18 +307,19 @@ class TranscriptStream:
         if self._on_endpoint is not None:
             self._on_endpoint()
 
-    def _pass_due(self) -> bool:
+    def _pass_due(self) -> str | None:
+        """ "update", "pause" (the speaker paused after speech no pass has heard), or None."""
         if not self._tracker.speech_started:
-            return False  # silence so far: nothing to decode
+            return None  # silence so far: nothing to decode
         if asyncio.get_running_loop().time() - self._last_pass_at < self.policy.pass_seconds * 0.8:
             # Audio arriving faster than real time (an upload): one pass at the end does better
             # than updates over arbitrary cuts of it.
-            return False
-        new_audio = (self._buffer.end - self._last_pass_end) / WHISPER_RATE
-        if new_audio >= self.policy.pass_seconds:
-            return True
+            return None
         # A pause after speech the last pass has not heard: decode now, and the end is ready.
-        return self._tracker.trailing_silence >= self.policy.pause_seconds and self._unheard_speech()
+        if self._tracker.trailing_silence >= self.policy.pause_seconds and self._unheard_speech():
+            return "pause"
+        new_audio = (self._buffer.end - self._last_pass_end) / WHISPER_RATE
+        return "update" if new_audio >= self.policy.pass_seconds else None
 
     def _unheard_speech(self) -> bool:
         speech_end = self._tracker.last_speech_end
@@ -323,9 +328,15 @@ class TranscriptStream:
     def _needs_final_pass(self) -> bool:
         if self._tracker.last_speech_end is None:
             return False  # not a frame of speech: the answer is empty, no pass needed
-        # The last pass heard all the speech, but Whisper may have stopped before its last
-        # segment: its words must reach the end of the speech for them to be the tail.
-        return self._last_pass_end == 0 or self._unheard_speech() or self._stops_short()
+        # The last pass heard all the speech, but it must have been decoded as a final pass
+        # (an update is greedy, with a tight budget), and Whisper may have stopped before its
+        # last segment: its words must reach the end of the speech for them to be the tail.
+        return (
+            self._last_pass_end == 0
+            or not self._last_pass_full
+            or self._unheard_speech()
+            or self._stops_short()
+        )
 
     def _stops_short(self) -> bool:
         """The words heard so far end well before the speech does."""
@@ -333,7 +344,9 @@ class TranscriptStream:
         reach = max((w.end for w in heard), default=0.0)
         return reach < (self._tracker.last_speech_end or 0.0) - REACH_TOLERANCE
 
-    async def _decode(self, optional: bool) -> _Pass | None:
+    async def _decode(self, optional: bool, full: bool = True) -> _Pass | None:
+        """A pass over the buffer; `full` decodes as a final pass (temperature fallback), else
+        as a quick update."""
         self._last_pass_at = asyncio.get_running_loop().time()
         start = self._buffer.start
         end = min(self._buffer.end, start + int(WINDOW_SECONDS * WHISPER_RATE))
@@ -342,12 +355,13 @@ class TranscriptStream:
         spoken_before = "".join(w.text for w in self._recent if w.end * WHISPER_RATE <= start)
         context = spoken_before[-self.policy.context_chars :].strip() or self.request.initial_prompt
         decoded = await self.engine.decode(
-            self.resident, audio, self.request, context=context, optional=optional
+            self.resident, audio, self.request, context=context, optional=optional, fallback=full
         )
         if decoded is None:
             return None
         self.stats.passes += 1
         self._last_pass_end = end
+        self._last_pass_full = full
         if decoded.segments and self.request.language is None and decoded.language is not None:
             # Detected once, kept: later passes neither flip language nor pay for detection.
             self.request = replace(self.request, language=decoded.language)
@@ -405,7 +419,8 @@ class TranscriptStream:
         the next pass; or, past `max_buffer_seconds`, at the last committed word, committing
         all but the last words by force if nothing has settled.
         """
-        seconds = self._buffer.seconds
+        # What this pass heard decides, not what arrived since (an upload can hold 20 s more).
+        seconds = (self._last_pass_end - self._buffer.start) / WHISPER_RATE
         if seconds <= self.policy.trim_seconds:
             return ""
         forced = ""
