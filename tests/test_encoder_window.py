@@ -11,6 +11,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 from wis_wyoming.engine.audio import decode_file
 from wis_wyoming.engine.encoder_window import EncoderWindow, WindowedWhisperModel, content_frames
 from wis_wyoming.engine.models import ModelRegistry
+from wis_wyoming.engine.vad import SpeechGate
 
 from .conftest import corpus, reference_text, speech
 
@@ -57,6 +58,28 @@ def test_windowed_model_transcribes_a_short_command_without_running_on(windowed_
     )
     text = "".join(s.text for s in segments)
     assert normalise(text) == "lock the front door"
+
+
+def test_a_sliver_left_after_the_last_timestamp_is_not_decoded_as_a_window(windowed_tiny, monkeypatch):
+    """The decode of this clip (speech trimmed as the engine does) ends 0.02 s before the audio
+    does; decoding those 2 frames as a second window made up a sentence now and then."""
+    audio = decode_file(speech("librispeech/8463-287645-0007.wav"))
+    start, end = SpeechGate().speech_span(audio)
+    audio = audio[start:end]
+    windows = []
+    decode_window = windowed_tiny.generate_with_fallback
+
+    def counted(*args, **kwargs):
+        windows.append(decode_window(*args, **kwargs))
+        return windows[-1]
+
+    monkeypatch.setattr(windowed_tiny, "generate_with_fallback", counted)
+    segments, _ = windowed_tiny.transcribe(
+        audio, beam_size=5, language="en", **windowed_tiny.decoder_guards(len(audio) / 16000)
+    )
+    text = "".join(s.text for s in segments)
+    assert len(windows) == 1
+    assert normalise(text).endswith("died in a few hours from the effects thereof")
 
 
 def test_adaptive_window_passes_the_wer_gate_against_the_padded_path(windowed_tiny):

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import ctranslate2
 import numpy as np
 
 from ..errors import InvalidRequestError, ModelLoadError, OverloadedError
@@ -33,6 +34,10 @@ MAX_CONTEXT_TOKENS = 223  # faster-whisper keeps at most this much of the prompt
 UPDATE_TOKENS_BASE = 12
 UPDATE_TOKENS_PER_SECOND = 6
 PROMPT_OVERHEAD_TOKENS = 8  # start-of-previous, start-of-transcript, language, task, timestamp
+# Whisper's temperature fallback samples. CTranslate2 seeds each of its threads once, on first
+# use, from this seed, so a server given the same requests in the same order answers the same
+# (benchmarks and tests repeat); without it, hard clips change words from run to run.
+SAMPLING_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,7 @@ class AsrEngine:
         self._loading: dict[str, asyncio.Lock] = {}
         self._catalogue: list[ModelInfo] | None = None
         self._gate = SpeechGate() if defaults.vad else None
+        ctranslate2.set_random_seed(SAMPLING_SEED)
 
     # --- models -------------------------------------------------------------------------------
 

@@ -35,6 +35,9 @@ SECONDS_PER_TIMESTAMP = 0.02
 # Room for faster-whisper's prompt (at most 223 previous tokens plus the start sequence) within
 # Whisper's 448-token decoder context.
 MAX_NEW_TOKENS = 200
+# A window's decode that stops this close to the end of the audio has heard it all: what is left
+# is the gate's trailing pad (0.6 s of silence after the speech), not a word.
+MIN_TAIL_FRAMES = 30
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,39 @@ class WindowedWhisperModel(WhisperModel):
             "suppress_tokens": [-1, *range(first_past_end, last + 1)],
             "max_new_tokens": min(MAX_NEW_TOKENS, int(20 + 12 * duration)),
         }
+
+    def _split_segments_by_timestamps(
+        self,
+        tokenizer: Any,
+        tokens: list[int],
+        time_offset: float,
+        segment_size: int,
+        segment_duration: float,
+        seek: int,
+    ) -> tuple[list[dict], int, bool]:
+        """faster-whisper's split of a window's tokens into segments, and where to seek next.
+
+        When a decode ends on a pair of timestamps, faster-whisper seeks to the last one and
+        decodes what remains as a window of its own, however little that is. A sliver of a few
+        frames is nearly empty input: greedy decoding gives up on it, and the temperature
+        fallback then samples text that was never said, now and then with a good enough
+        probability to be kept (tiny.en on librispeech 8463-287645-0007, 0.02 s left: "In a
+        rage, she fell asleep in the window, and she fell", one run in three). A sliver at the
+        end of the audio is taken as heard.
+        """
+        segments, next_seek, single_timestamp_ending = super()._split_segments_by_timestamps(
+            tokenizer=tokenizer,
+            tokens=tokens,
+            time_offset=time_offset,
+            segment_size=segment_size,
+            segment_duration=segment_duration,
+            seek=seek,
+        )
+        window_end = seek + segment_size
+        at_audio_end = segment_size < self.feature_extractor.nb_max_frames
+        if at_audio_end and 0 < window_end - next_seek < MIN_TAIL_FRAMES:
+            next_seek = window_end
+        return segments, next_seek, single_timestamp_ending
 
     def _encode_on_cpu(self, mel: np.ndarray) -> np.ndarray:
         # Splicing happens in host memory; on a GPU only the short head crosses the bus, and
