@@ -34,6 +34,7 @@ def build_engine(settings: Settings) -> tuple[AsrEngine, list[str]]:
         beam_size=settings.beam_size,
         initial_prompt=settings.initial_prompt,
         max_queue=settings.max_queue,
+        max_batch=settings.max_batch,
         encoder_window=settings.encoder_window,
         vad=settings.vad,
     )

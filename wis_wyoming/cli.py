@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--zeroconf-interfaces", default=_SUPPRESS, help="interface addresses for mDNS")
     serve.add_argument("--http-port", default=_SUPPRESS, help="HTTP API port (reserved for the HTTP API)")
     serve.add_argument("--max-queue", default=_SUPPRESS, help="requests in flight per model before refusing")
+    serve.add_argument(
+        "--max-batch", default=_SUPPRESS, help="passes of concurrent requests decoded together (1: none)"
+    )
     serve.add_argument("--max-audio-seconds", default=_SUPPRESS, help="longest audio stream accepted")
     serve.add_argument(
         "--no-stream-transcripts",

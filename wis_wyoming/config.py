@@ -62,6 +62,7 @@ class Settings:
     hf_cache_dir: Path | None = None
     local_files_only: bool = False
     max_queue: int = 8
+    max_batch: int = 8
     max_audio_seconds: float = 120.0
     stream_transcripts: bool = True
     vad_endpoint: bool = False
@@ -146,6 +147,7 @@ SCHEMA = vol.Schema(
         vol.Required("hf_cache_dir"): vol.Any(None, vol.All(str, vol.Length(min=1), vol.Coerce(Path))),
         vol.Required("local_files_only"): vol.Boolean(),
         vol.Required("max_queue"): vol.All(vol.Coerce(int), vol.Range(min=1, max=10_000)),
+        vol.Required("max_batch"): vol.All(vol.Coerce(int), vol.Range(min=1, max=64)),
         vol.Required("max_audio_seconds"): vol.All(vol.Coerce(float), vol.Range(min=1.0, max=86_400.0)),
         vol.Required("stream_transcripts"): vol.Boolean(),
         vol.Required("vad_endpoint"): vol.Boolean(),

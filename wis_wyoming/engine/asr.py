@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import ctranslate2
@@ -18,10 +17,12 @@ import numpy as np
 
 from ..errors import InvalidRequestError, ModelLoadError, OverloadedError
 from .audio import WHISPER_RATE
-from .encoder_window import EncoderWindow, WindowedWhisperModel
+from .batch_decode import WindowRequest, WindowResult, decode_windows, prompt_tokens
+from .encoder_window import WINDOW_FRAMES, EncoderWindow, WindowedWhisperModel
 from .hardware import ComputePlan
 from .languages import normalise_language
 from .models import ModelInfo, ModelRegistry
+from .scheduler import BatchScheduler, Job
 from .vad import SpeechGate
 
 _LOGGER = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ _LOGGER = logging.getLogger(__name__)
 TASKS = ("transcribe", "translate")
 MAX_BEAM_SIZE = 20
 WHISPER_MAX_TOKENS = 448  # the decoder's context: prompt and output together
-MAX_CONTEXT_TOKENS = 223  # faster-whisper keeps at most this much of the prompt text
 # Token budget of a streaming update: fast read speech runs at about 4 tokens a second.
 UPDATE_TOKENS_BASE = 12
 UPDATE_TOKENS_PER_SECOND = 6
@@ -59,6 +59,7 @@ class AsrDefaults:
     beam_size: int = 5
     initial_prompt: str | None = None
     max_queue: int = 8
+    max_batch: int = 8  # passes of different requests decoded in one call (see batch_decode)
     # "adaptive": encode only the spoken frames (see encoder_window); "padded": Whisper's 30 s;
     # "auto": adaptive for English-only models, padded for multilingual ones, whose translations
     # lose words with the spliced window (base: "How do you call?" for "How do you call yourself?").
@@ -114,30 +115,116 @@ class Decoded:
         return "".join(s.text for s in self.segments)
 
 
-class ResidentModel:
-    """A loaded model with its own worker thread."""
+@dataclass(frozen=True)
+class _PassRequest:
+    audio: np.ndarray
+    request: DecodeRequest
+    context: str | None
+    fallback: bool
 
-    def __init__(self, info: ModelInfo, whisper: WindowedWhisperModel, load_seconds: float) -> None:
+
+_Answer = tuple[list[Segment], str | None, float | None]
+CONTEXT_BUCKETS = (1, 32, 128)  # prompt lengths (tokens) that share a batch: cut to the shortest
+
+
+class ResidentModel:
+    """A loaded model with its own worker thread, which decodes queued passes in batches."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        whisper: WindowedWhisperModel,
+        load_seconds: float,
+        gate: SpeechGate | None = None,
+        max_batch: int = 8,
+    ) -> None:
         self.info = info
         self.whisper = whisper
         self.load_seconds = load_seconds
+        self.gate = gate
         self.in_flight = 0  # queued + running, counted on the event loop
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"asr-{info.name}")
+        self.scheduler = BatchScheduler(info.name, self._run_batch, max_batch)
 
-    def decode(
-        self,
-        audio: np.ndarray,
-        request: DecodeRequest,
-        gate: SpeechGate | None,
-        context: str | None = None,
-        fallback: bool = True,
-    ) -> tuple[list[Segment], str | None, float | None]:
-        """Segments, language and its probability; runs on this model's worker thread.
+    def submit(
+        self, audio: np.ndarray, request: DecodeRequest, context: str | None, fallback: bool, urgent: bool
+    ) -> Job:
+        """Queue a pass; the job's future gets (segments, language, probability)."""
+        job = _PassRequest(audio, request, context, fallback)
+        return self.scheduler.submit(job, self._batch_key(job), urgent)
 
-        `context` is text said before this audio, given as the prompt (it replaces the initial
-        prompt). `fallback=False` decodes once at
-        temperature 0, without Whisper's temperature fallback (up to six decodes of a hard
-        window): for streaming updates, which the next pass redoes anyway.
+    def _batch_key(self, job: _PassRequest) -> tuple | None:
+        """Passes with equal keys share a decoder call; None decodes alone.
+
+        Language detection and audio longer than one window take faster-whisper's own path.
+        """
+        request = job.request
+        if request.language is None or len(job.audio) > WINDOW_FRAMES * WHISPER_RATE // 100:
+            return None
+        prompt = job.context if job.context is not None else request.initial_prompt
+        tokens = len(prompt_tokens(self.whisper, prompt))
+        bucket = sum(tokens >= edge for edge in CONTEXT_BUCKETS)
+        return (request.language, request.task, request.beam_size, bucket)
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        """Runs on the worker thread: trim each pass to its speech, decode what can share a
+        batch together, and the rest (and whatever the batch gives back) one by one."""
+        windows: list[tuple[Job, int, WindowRequest]] = []
+        for job in jobs:
+            try:
+                request: _PassRequest = job.payload
+                span = self._speech_span(request.audio)
+                if span is None:
+                    # Nothing was said: nothing to transcribe.
+                    job.future.set_result(([], request.request.language, None))
+                    continue
+                offset, end = span
+                audio = request.audio[offset:end]
+                prompt = request.context if request.context is not None else request.request.initial_prompt
+                guards = self._guards(len(audio) / WHISPER_RATE, request.context, request.fallback)
+                windows.append((job, offset, WindowRequest(audio, prompt, guards)))
+            except Exception as err:
+                job.future.set_exception(err)
+        results: list[WindowResult | None] = [None] * len(windows)
+        if len(windows) > 1 and jobs[0].key is not None:
+            first = jobs[0].payload.request
+            try:
+                results = decode_windows(
+                    self.whisper, [w for _, _, w in windows], first.language, first.task, first.beam_size
+                )
+            except Exception:
+                _LOGGER.exception("Batch of %d passes failed; decoding them one by one", len(windows))
+        for (job, offset, window), result in zip(windows, results, strict=True):
+            try:
+                if result is None:
+                    request = job.payload
+                    answer = self._decode_window(window, offset, request.request)
+                else:
+                    answer = (self._segments(result, offset), job.payload.request.language, None)
+                job.future.set_result(answer)
+            except Exception as err:
+                job.future.set_exception(err)
+
+    def _speech_span(self, audio: np.ndarray) -> tuple[int, int] | None:
+        if self.gate is None:
+            return (0, len(audio)) if len(audio) else None
+        return self.gate.speech_span(audio)
+
+    def _segments(self, result: WindowResult, offset: int) -> list[Segment]:
+        shift = offset / WHISPER_RATE
+        return [
+            Segment(
+                s.start + shift,
+                s.end + shift,
+                s.text,
+                result.avg_logprob,
+                result.no_speech_prob,
+                result.compression_ratio,
+            )
+            for s in result.segments
+        ]
+
+    def _decode_window(self, window: WindowRequest, offset: int, request: DecodeRequest) -> _Answer:
+        """faster-whisper's own path: one request, as many windows as it takes, with fallback.
 
         (Tried for streaming and dropped: forcing committed text as a decoder prefix (with
         timestamp tokens Whisper closes the prefix's segment and stops, skipping the rest;
@@ -145,20 +232,13 @@ class ResidentModel:
         faster-whisper's word timestamps (they move its segment boundaries and drop words:
         "fat mutton pieces to be ladled out in thick" became "fat thick").)
         """
-        offset = 0
-        if gate is not None:
-            span = gate.speech_span(audio)
-            if span is None:
-                return [], request.language, None  # nothing was said: nothing to transcribe
-            offset, end = span
-            audio = audio[offset:end]
         segments, info = self.whisper.transcribe(
-            audio,
+            window.audio,
             language=request.language,
             task=request.task,
             beam_size=request.beam_size,
-            initial_prompt=context if context is not None else request.initial_prompt,
-            **self._guards(len(audio) / WHISPER_RATE, context, fallback),
+            initial_prompt=window.prompt,
+            **window.guards,
         )
         shift = offset / WHISPER_RATE
         # The generator decodes lazily: consume it here, on the worker thread.
@@ -187,8 +267,7 @@ class ResidentModel:
             guards["max_new_tokens"] = min(guards.get("max_new_tokens", budget), budget)
         if not context:
             return guards
-        tokenizer = self.whisper.hf_tokenizer
-        used = PROMPT_OVERHEAD_TOKENS + min(MAX_CONTEXT_TOKENS, len(tokenizer.encode(" " + context).ids))
+        used = PROMPT_OVERHEAD_TOKENS + len(prompt_tokens(self.whisper, context))
         room = max(1, WHISPER_MAX_TOKENS - used)
         guards["max_new_tokens"] = min(guards.get("max_new_tokens", room), room)
         return guards
@@ -305,7 +384,7 @@ class AsrEngine:
             info.path,
             seconds,
         )
-        return ResidentModel(info, whisper, seconds)
+        return ResidentModel(info, whisper, seconds, self._gate, self.defaults.max_batch)
 
     def _adaptive_window(self, info: ModelInfo) -> bool:
         mode = self.defaults.encoder_window
@@ -315,7 +394,7 @@ class AsrEngine:
         residents, self._resident = list(self._resident.values()), {}
         for resident in residents:
             # Waits for a transcription in progress; queued ones are cancelled.
-            await asyncio.to_thread(resident.executor.shutdown, wait=True, cancel_futures=True)
+            await asyncio.to_thread(resident.scheduler.close)
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -385,18 +464,12 @@ class AsrEngine:
             )
         resident.in_flight += 1
         queued_at = time.perf_counter()
-        started_at = queued_at
-
-        def run() -> tuple[list[Segment], str | None, float | None]:
-            nonlocal started_at
-            started_at = time.perf_counter()
-            return resident.decode(audio, request, self._gate, context, fallback)
-
         try:
-            loop = asyncio.get_running_loop()
-            segments, language, probability = await loop.run_in_executor(resident.executor, run)
+            job = resident.submit(audio, request, context, fallback, urgent=not optional)
+            segments, language, probability = await asyncio.wrap_future(job.future)
         finally:
             resident.in_flight -= 1
+        started_at = job.started_at or queued_at
         return Decoded(
             segments, language, probability, started_at - queued_at, time.perf_counter() - started_at
         )
