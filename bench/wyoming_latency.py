@@ -146,6 +146,21 @@ def our_server_command(port: int, model_dir: Path, options: list[str]) -> list[s
     ]  # fmt: skip
 
 
+def peer_server_command(
+    port: int, model_dir: Path, data_dir: str, language: str, options: list[str]
+) -> list[str]:
+    """wyoming-faster-whisper serving the same model directory on 127.0.0.1."""
+    return [
+        sys.executable, "-m", "wyoming_faster_whisper",
+        "--uri", f"tcp://127.0.0.1:{port}",
+        "--model", str(model_dir),
+        "--data-dir", data_dir,
+        "--local-files-only", "--device", "cpu",
+        "--language", language,
+        *options,
+    ]  # fmt: skip
+
+
 def model_directory(name: str, cache_dir: Path) -> Path:
     from wis_wyoming.engine.models import ModelRegistry
 
@@ -189,23 +204,7 @@ async def main() -> int:
     ours.command = our_server_command(ours.port, model_dir, common)
     data_dir = tempfile.mkdtemp(prefix="peer-data-")
     peer = ServerRun("wyoming-faster-whisper", [], free_port())
-    peer.command = [
-        sys.executable,
-        "-m",
-        "wyoming_faster_whisper",
-        "--uri",
-        f"tcp://127.0.0.1:{peer.port}",
-        "--model",
-        str(model_dir),
-        "--data-dir",
-        data_dir,
-        "--local-files-only",
-        "--device",
-        "cpu",
-        "--language",
-        args.language,
-        *common,
-    ]
+    peer.command = peer_server_command(peer.port, model_dir, data_dir, args.language, common)
     runs = [peer, ours]
     try:
         for run in runs:
