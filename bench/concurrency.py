@@ -5,7 +5,8 @@ silence (a satellite's endpointing), one request after another for `--rounds` ro
 request starts at a random moment within the first second of its round, so streams overlap
 without moving in lock-step. The latency is audio-stop to transcript. N grows until a server's p95
 passes `--target` seconds; the report gives the largest N that kept it, for each server, measured
-in the same run on the same model directory, beam and threads.
+in the same run on the same model directory, beam and threads. Both servers get the same clips at
+each N, so their WERs compare; both run at each N until both have passed the bound.
 
     .venv/bin/python bench/concurrency.py --beam 5 --streams 1,2,4,6,8,12
 """
@@ -58,6 +59,13 @@ async def run_streams(
     return latencies, texts, answered
 
 
+def streams_before(streams: int, tried: str) -> int:
+    """The N tried before this one (0 for the first): the bound must hold at every N up to it."""
+    counts = [int(n) for n in tried.split(",")]
+    index = counts.index(streams)
+    return counts[index - 1] if index else 0
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -106,9 +114,9 @@ async def main() -> int:
         for run in runs:
             await wait_ready(run)
             await stream_clip(run.port, clips[0], args.language)  # warm-up
-        live = list(runs)
+        passed = {run.name for run in runs}  # still within the bound at the last N
         for streams in (int(n) for n in args.streams.split(",")):
-            for run in list(live):
+            for run in runs:
                 latencies, texts, answered = await run_streams(
                     run.port, clips, streams, args.rounds, args.language, args.trailing_silence, streams
                 )
@@ -120,11 +128,11 @@ async def main() -> int:
                     f"{percentile(latencies, 0.5):6.2f} {p95:6.2f} {max(latencies):6.2f} {wer * 100:6.2f}",
                     flush=True,
                 )
-                if p95 <= args.target:
+                if p95 <= args.target and best[run.name] == streams_before(streams, args.streams):
                     best[run.name] = streams
-                else:
-                    live.remove(run)  # past its limit: larger N only gets worse
-            if not live:
+                elif p95 > args.target:
+                    passed.discard(run.name)
+            if not passed:
                 break
     finally:
         for run in runs:
@@ -132,7 +140,8 @@ async def main() -> int:
                 run.process.terminate()
                 run.process.wait(timeout=30)
     for name, streams in best.items():
-        print(f"{name}: up to {streams} concurrent streams with p95 <= {args.target:g} s")
+        kept = f"up to {streams}" if streams else "not even 1"
+        print(f"{name}: {kept} concurrent streams with p95 <= {args.target:g} s")
     return 0
 
 
