@@ -315,11 +315,16 @@ class TranscriptStream:
             # Audio arriving faster than real time (an upload): one pass at the end does better
             # than updates over arbitrary cuts of it.
             return None
-        # A pause after speech the last pass has not heard: decode now, and the end is ready.
-        if self._tracker.trailing_silence >= self.policy.pause_seconds and self._unheard_speech():
+        # A pause after speech that no final-quality pass has heard (an update may have heard
+        # it all, greedily): decode it now as the end would, and the end is ready.
+        heard_in_full = self._last_pass_full and not self._unheard_speech()
+        if self._tracker.trailing_silence >= self.policy.pause_seconds and not heard_in_full:
             return "pause"
+        # Only new speech is worth an update: one over silence after the pause pass would only
+        # replace that pass's final-quality words with a greedy decode, and the end would have
+        # to decode them again.
         new_audio = (self._buffer.end - self._last_pass_end) / WHISPER_RATE
-        return "update" if new_audio >= self.policy.pass_seconds else None
+        return "update" if new_audio >= self.policy.pass_seconds and self._unheard_speech() else None
 
     def _unheard_speech(self) -> bool:
         speech_end = self._tracker.last_speech_end
