@@ -18,7 +18,6 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -32,8 +31,9 @@ from wyoming_latency import (
     our_server_command,
     peer_server_command,
     percentile,
+    start_servers,
+    stop_servers,
     stream_clip,
-    wait_ready,
 )
 
 
@@ -98,7 +98,6 @@ async def main() -> int:
         peer.port, model_dir, tempfile.mkdtemp(prefix="peer-data-"), args.language, common
     )
     runs = [peer, ours]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     best: dict[str, int] = {run.name: 0 for run in runs}
     print(
         f"{args.corpus}, model {args.model}, beam {args.beam}, {args.threads} threads, real time + "
@@ -107,13 +106,7 @@ async def main() -> int:
     )
     print(f"{'streams':>7} {'server':<24} {'mean':>6} {'p50':>6} {'p95':>6} {'max':>6} {'WER %':>6}")
     try:
-        for run in runs:
-            run.process = subprocess.Popen(
-                run.command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        for run in runs:
-            await wait_ready(run)
-            await stream_clip(run.port, clips[0], args.language)  # warm-up
+        await start_servers(runs, clips[0], args.language)
         passed = {run.name for run in runs}  # still within the bound at the last N
         for streams in (int(n) for n in args.streams.split(",")):
             for run in runs:
@@ -135,10 +128,7 @@ async def main() -> int:
             if not passed:
                 break
     finally:
-        for run in runs:
-            if run.process is not None:
-                run.process.terminate()
-                run.process.wait(timeout=30)
+        stop_servers(runs)
     for name, streams in best.items():
         kept = f"up to {streams}" if streams else "not even 1"
         print(f"{name}: {kept} concurrent streams with p95 <= {args.target:g} s")

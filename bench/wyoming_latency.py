@@ -73,6 +73,25 @@ async def wait_ready(run: ServerRun, timeout: float = 180) -> None:
     raise TimeoutError(f"{run.name} did not start")
 
 
+async def start_servers(runs: list[ServerRun], warm_up_clip: Path, language: str) -> None:
+    """Start every server, wait until each answers, and send each one warm-up request (the first
+    inference allocates buffers)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for run in runs:
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        run.process = subprocess.Popen(run.command, env=env, **quiet)
+    for run in runs:
+        await wait_ready(run)
+        await stream_clip(run.port, warm_up_clip, language)
+
+
+def stop_servers(runs: list[ServerRun]) -> None:
+    for run in runs:
+        if run.process is not None:
+            run.process.terminate()
+            run.process.wait(timeout=30)
+
+
 @dataclass
 class Answer:
     latency: float  # audio-stop to transcript
@@ -190,7 +209,6 @@ async def main() -> int:
         found = sorted((SPEECH / folder).glob("*.wav"))
         clips += found[: args.limit] if args.limit else found
     references = [c.with_suffix(".txt").read_text().strip() for c in clips]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     common = [
         "--beam-size",
         str(args.beam),
@@ -207,15 +225,7 @@ async def main() -> int:
     peer.command = peer_server_command(peer.port, model_dir, data_dir, args.language, common)
     runs = [peer, ours]
     try:
-        for run in runs:
-            run.process = subprocess.Popen(
-                run.command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        for run in runs:
-            await wait_ready(run)
-        # One warm-up request each: the first inference allocates buffers.
-        for run in runs:
-            await stream_clip(run.port, clips[0], args.language)
+        await start_servers(runs, clips[0], args.language)
         modes = ["streaming", "non_streaming"] if args.mode == "both" else [args.mode]
         for mode in modes:
             for clip in clips:
@@ -232,10 +242,7 @@ async def main() -> int:
                     if mode == "streaming" and answer.first_chunk is not None:
                         run.first_chunks.append(answer.first_chunk)
     finally:
-        for run in runs:
-            if run.process is not None:
-                run.process.terminate()
-                run.process.wait(timeout=30)
+        stop_servers(runs)
 
     audio_seconds = sum(clip_seconds(c) for c in clips)
     figures: dict[str, dict] = {}
