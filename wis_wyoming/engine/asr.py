@@ -199,7 +199,8 @@ class ResidentModel:
                     request = job.payload
                     answer = self._decode_window(window, offset, request.request)
                 else:
-                    answer = (self._segments(result, offset), job.payload.request.language, None)
+                    # A batch has a known language; faster-whisper reports such as certain.
+                    answer = (self._segments(result, offset), job.payload.request.language, 1.0)
                 job.future.set_result(answer)
             except Exception as err:
                 job.future.set_exception(err)
