@@ -122,6 +122,11 @@ class _PassRequest:
     context: str | None
     fallback: bool
 
+    @property
+    def prompt(self) -> str | None:
+        """The text before the audio: what was said before it, else the initial prompt."""
+        return self.context if self.context is not None else self.request.initial_prompt
+
 
 _Answer = tuple[list[Segment], str | None, float | None]
 CONTEXT_BUCKETS = (1, 32, 128)  # prompt lengths (tokens) that share a batch: cut to the shortest
@@ -160,8 +165,7 @@ class ResidentModel:
         request = job.request
         if request.language is None or len(job.audio) > WINDOW_FRAMES * WHISPER_RATE // 100:
             return None
-        prompt = job.context if job.context is not None else request.initial_prompt
-        tokens = len(prompt_tokens(self.whisper, prompt))
+        tokens = len(prompt_tokens(self.whisper, job.prompt))
         bucket = sum(tokens >= edge for edge in CONTEXT_BUCKETS)
         return (request.language, request.task, request.beam_size, bucket)
 
@@ -179,9 +183,8 @@ class ResidentModel:
                     continue
                 offset, end = span
                 audio = request.audio[offset:end]
-                prompt = request.context if request.context is not None else request.request.initial_prompt
                 guards = self._guards(len(audio) / WHISPER_RATE, request.context, request.fallback)
-                windows.append((job, offset, WindowRequest(audio, prompt, guards)))
+                windows.append((job, offset, WindowRequest(audio, request.prompt, guards)))
             except Exception as err:
                 job.future.set_exception(err)
         results: list[WindowResult | None] = [None] * len(windows)
