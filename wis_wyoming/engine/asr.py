@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import ctranslate2
 import numpy as np
+from faster_whisper.tokenizer import Tokenizer
 
 from ..errors import InvalidRequestError, ModelLoadError, OverloadedError
 from .audio import WHISPER_RATE
@@ -24,6 +26,7 @@ from .languages import normalise_language
 from .models import ModelInfo, ModelRegistry
 from .scheduler import BatchScheduler, Job
 from .vad import SpeechGate
+from .word_times import Word, align_words
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ class Segment:
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float = 0.0  # gzip ratio of the text: above 2.4, the decoder looped
+    words: tuple[Word, ...] | None = None  # aligned word times, when asked for (see word_times)
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ class _PassRequest:
     request: DecodeRequest
     context: str | None
     fallback: bool
+    word_times: bool
 
     @property
     def prompt(self) -> str | None:
@@ -151,10 +156,16 @@ class ResidentModel:
         self.scheduler = BatchScheduler(info.name, self._run_batch, max_batch)
 
     def submit(
-        self, audio: np.ndarray, request: DecodeRequest, context: str | None, fallback: bool, urgent: bool
+        self,
+        audio: np.ndarray,
+        request: DecodeRequest,
+        context: str | None,
+        fallback: bool,
+        urgent: bool,
+        word_times: bool = False,
     ) -> Job:
         """Queue a pass; the job's future gets (segments, language, probability)."""
-        job = _PassRequest(audio, request, context, fallback)
+        job = _PassRequest(audio, request, context, fallback, word_times)
         return self.scheduler.submit(job, self._batch_key(job), urgent)
 
     def _batch_key(self, job: _PassRequest) -> tuple | None:
@@ -184,7 +195,8 @@ class ResidentModel:
                 offset, end = span
                 audio = request.audio[offset:end]
                 guards = self._guards(len(audio) / WHISPER_RATE, request.context, request.fallback)
-                windows.append((job, offset, WindowRequest(audio, request.prompt, guards)))
+                window = WindowRequest(audio, request.prompt, guards, request.word_times)
+                windows.append((job, offset, window))
             except Exception as err:
                 job.future.set_exception(err)
         results: list[WindowResult | None] = [None] * len(windows)
@@ -223,6 +235,7 @@ class ResidentModel:
                 result.avg_logprob,
                 result.no_speech_prob,
                 result.compression_ratio,
+                _shifted(s.words, shift),
             )
             for s in result.segments
         ]
@@ -232,20 +245,30 @@ class ResidentModel:
 
         (Tried for streaming and dropped: forcing committed text as a decoder prefix (with
         timestamp tokens Whisper closes the prefix's segment and stops, skipping the rest;
-        without them nothing tells it where the audio ends and it repeats itself), and
-        faster-whisper's word timestamps (they move its segment boundaries and drop words:
-        "fat mutton pieces to be ladled out in thick" became "fat thick").)
+        without them nothing tells it where the audio ends and it repeats itself).)
         """
-        segments, info = self.whisper.transcribe(
-            window.audio,
-            language=request.language,
-            task=request.task,
-            beam_size=request.beam_size,
-            initial_prompt=window.prompt,
-            **window.guards,
-        )
+        with self.whisper.recording_encoder() as encoded:
+            segments, info = self.whisper.transcribe(
+                window.audio,
+                language=request.language,
+                task=request.task,
+                beam_size=request.beam_size,
+                initial_prompt=window.prompt,
+                **window.guards,
+            )
+            # The generator decodes lazily: consume it here, on the worker thread.
+            decoded = list(segments)
+        words = None
+        if window.word_times and len(encoded) == 1 and decoded and all(s.seek == 0 for s in decoded):
+            # One window (a pass of up to 30 s that Whisper decoded to its end): align it. A pass
+            # that took several windows keeps its segment times only.
+            tokenizer = Tokenizer(
+                self.whisper.hf_tokenizer, self.whisper.model.is_multilingual, request.task, info.language
+            )
+            pieces = [{"seek": 0, "start": s.start, "end": s.end, "tokens": s.tokens} for s in decoded]
+            frames = len(window.audio) // self.whisper.feature_extractor.hop_length
+            words = align_words(self.whisper, tokenizer, pieces, encoded[0], frames)
         shift = offset / WHISPER_RATE
-        # The generator decodes lazily: consume it here, on the worker thread.
         found = [
             Segment(
                 s.start + shift,
@@ -254,8 +277,9 @@ class ResidentModel:
                 s.avg_logprob,
                 s.no_speech_prob,
                 s.compression_ratio,
+                _shifted(words[index], shift) if words is not None else None,
             )
-            for s in segments
+            for index, s in enumerate(decoded)
         ]
         return found, info.language, info.language_probability
 
@@ -275,6 +299,12 @@ class ResidentModel:
         room = max(1, WHISPER_MAX_TOKENS - used)
         guards["max_new_tokens"] = min(guards.get("max_new_tokens", room), room)
         return guards
+
+
+def _shifted(words: Sequence[Word] | None, seconds: float) -> tuple[Word, ...] | None:
+    if words is None:
+        return None
+    return tuple(Word(w.start + seconds, w.end + seconds, w.text) for w in words)
 
 
 class AsrEngine:
@@ -453,6 +483,7 @@ class AsrEngine:
         context: str | None = None,
         optional: bool = False,
         fallback: bool = True,
+        word_times: bool = False,
     ) -> Decoded | None:
         """One pass on the model's worker thread.
 
@@ -469,7 +500,7 @@ class AsrEngine:
         resident.in_flight += 1
         queued_at = time.perf_counter()
         try:
-            job = resident.submit(audio, request, context, fallback, urgent=not optional)
+            job = resident.submit(audio, request, context, fallback, not optional, word_times)
             segments, language, probability = await asyncio.wrap_future(job.future)
         finally:
             resident.in_flight -= 1

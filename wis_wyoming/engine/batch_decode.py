@@ -25,6 +25,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens, pad_or_trim
 
 from .encoder_window import WINDOW_FRAMES, WindowedWhisperModel
+from .word_times import Word, align_words
 
 # faster-whisper's defaults, which the single path uses too.
 COMPRESSION_RATIO_THRESHOLD = 2.4
@@ -41,6 +42,7 @@ class WindowRequest:
     audio: np.ndarray
     prompt: str | None
     guards: dict[str, Any] = field(default_factory=dict)  # suppress_tokens, max_new_tokens, temperature
+    word_times: bool = False  # align each word (see word_times)
 
     @property
     def fallback(self) -> bool:
@@ -52,6 +54,7 @@ class WindowSegment:
     start: float
     end: float
     text: str
+    words: tuple[Word, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,12 +119,23 @@ def decode_windows(
         suppress_tokens=shared_suppress,
         max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
     )
-    return [
-        _accepted(model, tokenizer, request, result, content, own_suppress, budget)
-        for request, result, content, own_suppress, budget in zip(
-            requests, results, frames, suppress, budgets, strict=True
-        )
-    ]
+    accepted = []
+    on_host: np.ndarray | None = None
+    for index, (request, result, content, own_suppress, budget) in enumerate(
+        zip(requests, results, frames, suppress, budgets, strict=True)
+    ):
+        pieces = _accepted(model, tokenizer, request, result, content, own_suppress, budget)
+        if pieces is None:
+            accepted.append(None)
+            continue
+        words: list[list[Word]] | None = None
+        if request.word_times and pieces[0]:
+            if on_host is None:
+                on_host = np.array(_on_host(encoder_output))
+            window = ctranslate2.StorageView.from_array(np.ascontiguousarray(on_host[index : index + 1]))
+            words = align_words(model, tokenizer, pieces[0], window, content)
+        accepted.append(_result(tokenizer, pieces, words))
+    return accepted
 
 
 def _encode(model: WindowedWhisperModel, mels: list[np.ndarray]) -> ctranslate2.StorageView:
@@ -145,7 +159,10 @@ def _accepted(
     content: int,
     suppress: set[int],
     budget: int,
-) -> WindowResult | None:
+) -> tuple[list[dict], float, float, float] | None:
+    """The window's segments as faster-whisper splits them (dicts), its average log
+    probability, no-speech probability and compression ratio; None if the single path must
+    decode it."""
     tokens = result.sequences_ids[0]
     if len(tokens) > budget or any(t in suppress for t in tokens):
         return None  # the shared guards let it past its own
@@ -155,7 +172,7 @@ def _accepted(
     low_confidence = avg_logprob < LOG_PROB_THRESHOLD
     silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and low_confidence
     if silent:
-        return WindowResult([], avg_logprob, result.no_speech_prob, compression_ratio)
+        return [], avg_logprob, result.no_speech_prob, compression_ratio
     if request.fallback and (low_confidence or compression_ratio > COMPRESSION_RATIO_THRESHOLD):
         return None
     pieces, next_seek, _ = model._split_segments_by_timestamps(
@@ -168,9 +185,17 @@ def _accepted(
     )
     if request.fallback and next_seek < content:
         return None
+    return pieces, avg_logprob, result.no_speech_prob, compression_ratio
+
+
+def _result(
+    tokenizer: Tokenizer, accepted: tuple[list[dict], float, float, float], words: list[list[Word]] | None
+) -> WindowResult:
+    pieces, avg_logprob, no_speech_prob, compression_ratio = accepted
     segments = []
-    for piece in pieces:
+    for index, piece in enumerate(pieces):
         text = tokenizer.decode(piece["tokens"])
         if piece["start"] != piece["end"] and text.strip():
-            segments.append(WindowSegment(piece["start"], piece["end"], text))
-    return WindowResult(segments, avg_logprob, result.no_speech_prob, compression_ratio)
+            timed = tuple(words[index]) if words is not None else None
+            segments.append(WindowSegment(piece["start"], piece["end"], text, timed))
+    return WindowResult(segments, avg_logprob, no_speech_prob, compression_ratio)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +70,7 @@ class WindowedWhisperModel(WhisperModel):
         self._silence: np.ndarray | None = None
         self._silence_lock = threading.Lock()
         self._detecting = threading.local()
+        self._recording = threading.local()  # encoder outputs kept for word alignment
         self._timestamp_begin = self.hf_tokenizer.token_to_id("<|notimestamps|>") + 1
 
     def detect_language(self, *args: Any, **kwargs: Any) -> Any:
@@ -77,7 +80,25 @@ class WindowedWhisperModel(WhisperModel):
         finally:
             self._detecting.active = False
 
+    @contextmanager
+    def recording_encoder(self) -> Iterator[list[ctranslate2.StorageView]]:
+        """Collect, on this thread, the encoder output of every window decoded in the block (not
+        language detection's), so words can be aligned against exactly what the decoder saw."""
+        outputs: list[ctranslate2.StorageView] = []
+        self._recording.outputs = outputs
+        try:
+            yield outputs
+        finally:
+            self._recording.outputs = None
+
     def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        output = self._encode_window(features)
+        outputs = getattr(self._recording, "outputs", None)
+        if outputs is not None and not getattr(self._detecting, "active", False):
+            outputs.append(output)
+        return output
+
+    def _encode_window(self, features: np.ndarray) -> ctranslate2.StorageView:
         if self.window is None or (features.ndim == 3 and features.shape[0] != 1):
             return super().encode(features)
         mel = features if features.ndim == 2 else features[0]

@@ -34,6 +34,7 @@ import numpy as np
 from .asr import AsrEngine, Decoded, DecodeRequest, ResidentModel, Segment
 from .audio import WHISPER_RATE
 from .vad import FRAME_SAMPLES, SpeechTracker
+from .word_times import Word
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,12 +42,23 @@ WINDOW_SECONDS = 30.0  # Whisper's window: no pass decodes more
 LEAD_IN_SAMPLES = WHISPER_RATE  # silence kept before the first speech
 _NOT_WORD = re.compile(r"[^\w]+")
 _PIECE = re.compile(r"\s*\S+")
+_CLAUSE_END = re.compile(r"[.,;:!?。，！？]['\"”)]*$")
+EDGE_HOLD = 0.5  # with aligned words, an update commits none ending this close to its audio end
+CLAUSE_PAUSE = 0.3
+# A pass whose words end this long before its audio while speech went on has stalled; its
+# buffer is cut this far after the last committed word (see _stalled).
+STALL_SECONDS = 2.0
+STALL_CUT_MARGIN = 0.1  # with aligned words, the buffer is cut at most this far after a clause
 FORCE_KEEP_WORDS = 2  # left uncommitted when a full buffer forces a commit
 TIME_TOLERANCE = 0.1  # seconds of alignment jitter between passes
 LOOP_RATIO = 2.4  # Whisper's own threshold on the gzip compression ratio of a segment
 # A pass's words starting this long after the committed end are new. Word times are spread over
 # their segment (see segment_words), so they can be off by a second or two in a long segment.
 REPEAT_WINDOW = 3.0
+# With aligned word times: only words starting this soon after the committed end can be
+# repeats, and a re-heard committed word ends within this much of where it ended before.
+ALIGNED_REPEAT_WINDOW = 1.0
+ALIGNED_MATCH_TOLERANCE = 0.6
 REACH_TOLERANCE = 1.0  # a pass whose words end this far before the speech stopped early
 TRIM_MARGIN = 0.5  # cut this far before a committed segment's end: Whisper may end it late
 RECENT_WORDS = 100  # committed words kept for the prompt and the overlap check
@@ -84,19 +96,12 @@ class StreamResult:
     stats: StreamStats
 
 
-@dataclass(frozen=True)
-class Word:
-    start: float  # stream seconds, spread over its segment by character position
-    end: float
-    text: str  # with its leading space, as Whisper wrote it
-
-
 def segment_words(segment: Segment, offset: float) -> list[Word]:
-    """A segment's words, with times spread over the segment by character position.
-
-    Rough (a few hundred ms), and only used roughly: to tell committed words from new ones
-    within a second, and to keep the last committed word in the buffer.
-    """
+    """A segment's words in stream seconds: aligned (see word_times) when the pass could be,
+    else spread over the segment by character position (off by a second or two in a long
+    segment)."""
+    if segment.words is not None:
+        return [Word(w.start + offset, w.end + offset, w.text) for w in segment.words]
     pieces = _PIECE.findall(segment.text)
     total = max(1, sum(len(p) for p in pieces))
     start, span = segment.start + offset, max(0.0, segment.end - segment.start)
@@ -235,7 +240,7 @@ class TranscriptStream:
                 break
         if self._needs_final_pass():
             self.stats.final_pass = True
-            tail += self._apply(await self._decode(optional=False), final=True)
+            tail += self._apply(await self._decode(optional=False, word_times=False), final=True)
         else:
             tail += self._commit(self._hypothesis)
             self._hypothesis = []
@@ -349,9 +354,9 @@ class TranscriptStream:
         reach = max((w.end for w in heard), default=0.0)
         return reach < (self._tracker.last_speech_end or 0.0) - REACH_TOLERANCE
 
-    async def _decode(self, optional: bool, full: bool = True) -> _Pass | None:
+    async def _decode(self, optional: bool, full: bool = True, word_times: bool = True) -> _Pass | None:
         """A pass over the buffer; `full` decodes as a final pass (temperature fallback), else
-        as a quick update."""
+        as a quick update. Word times are aligned unless the pass is the last."""
         self._last_pass_at = asyncio.get_running_loop().time()
         start = self._buffer.start
         end = min(self._buffer.end, start + int(WINDOW_SECONDS * WHISPER_RATE))
@@ -360,7 +365,13 @@ class TranscriptStream:
         spoken_before = "".join(w.text for w in self._recent if w.end * WHISPER_RATE <= start)
         context = spoken_before[-self.policy.context_chars :].strip() or self.request.initial_prompt
         decoded = await self.engine.decode(
-            self.resident, audio, self.request, context=context, optional=optional, fallback=full
+            self.resident,
+            audio,
+            self.request,
+            context=context,
+            optional=optional,
+            fallback=full,
+            word_times=word_times,
         )
         if decoded is None:
             return None
@@ -384,10 +395,19 @@ class TranscriptStream:
             looped = next((i for i, s in enumerate(segments) if s.compression_ratio > LOOP_RATIO), None)
             segments = segments[:looped]
         words = [word for segment in segments for word in segment_words(segment, passed.offset)]
+        aligned = all(segment.words is not None for segment in segments)
         in_buffer = [w for w in self._recent if w.end > passed.offset + TIME_TOLERANCE]
-        words = after_committed(in_buffer, words, self._committed_end, final)
+        words = after_committed(in_buffer, words, self._committed_end, final, aligned)
         words = without_repeats(self._recent, words)
-        count = len(words) if final else _settled(agreed_prefix(self._hypothesis, words), words)
+        if final:
+            count = len(words)
+        else:
+            count = _settled(agreed_prefix(self._hypothesis, words), words)
+            if aligned:
+                # A word that ends right at the edge of the audio may be the start of a longer
+                # one ("we" of "rewards"): it waits until the pass hears past it.
+                heard_until = self._last_pass_end / WHISPER_RATE - EDGE_HOLD
+                count = next((i for i, w in enumerate(words[:count]) if w.end > heard_until), count)
         _LOGGER.debug(
             "pass at %.1f-%.1f s heard %r; commits %r | %r",
             passed.offset,
@@ -399,7 +419,8 @@ class TranscriptStream:
         self._hypothesis = words[count:]
         committed = self._commit(words[:count])
         if not final:
-            committed += self._trim([s.end + passed.offset for s in segments])
+            stalled = aligned and self._stalled(words)
+            committed += self._trim([s.end + passed.offset for s in segments], aligned, stalled)
         return committed
 
     def _commit(self, words: list[Word]) -> str:
@@ -416,21 +437,38 @@ class TranscriptStream:
         self._committed_end = max(self._committed_end, words[-1].end)
         return text
 
-    def _trim(self, segment_ends: list[float]) -> str:
+    def _stalled(self, words: list[Word]) -> bool:
+        """The pass stopped well before the end of its audio while the speaker went on: Whisper
+        leaves out a last segment it takes to be cut off, and passes over the same buffer keep
+        doing so however long that segment grows."""
+        reach = max((w.end for w in [*self._recent[-1:], *words]), default=0.0)
+        heard_until = self._last_pass_end / WHISPER_RATE
+        speech_end = self._tracker.last_speech_end or 0.0
+        return heard_until - reach > STALL_SECONDS and speech_end > reach + STALL_SECONDS / 2
+
+    def _trim(self, segment_ends: list[float], aligned: bool, stalled: bool = False) -> str:
         """Drop committed audio once the buffer grows long; returns text committed by force.
 
-        Cuts at the end of the last committed segment (Whisper's own boundary, a pause in the
-        speech) that lies before the last committed word, which stays in the buffer to anchor
-        the next pass; or, past `max_buffer_seconds`, at the last committed word, committing
-        all but the last words by force if nothing has settled.
+        With aligned word times, cuts in the pause after the last committed word that ends a
+        clause ("harm done. | I say"), and a pass that stalled (see `_stalled`) cuts at once,
+        after the last committed word if it heard nothing else. Without, at the end of the last
+        committed segment (Whisper's own boundary, a pause in the speech) that lies before the
+        last committed word, which stays in the buffer to anchor the next pass. Past `max_buffer_seconds`, at
+        the last committed word, committing all but the last words by force if nothing has
+        settled.
         """
         # What this pass heard decides, not what arrived since (an upload can hold 20 s more).
         seconds = (self._last_pass_end - self._buffer.start) / WHISPER_RATE
-        if seconds <= self.policy.trim_seconds:
+        if seconds <= self.policy.trim_seconds and not stalled:
             return ""
         forced = ""
-        anchor = self._recent[-1].start if self._recent else 0.0
-        settled = [end - TRIM_MARGIN for end in segment_ends[:-1] if end - TRIM_MARGIN <= anchor]
+        if aligned:
+            settled = self._clause_ends()
+            if stalled and not self._hypothesis and self._recent:
+                settled = sorted([*settled, self._committed_end + STALL_CUT_MARGIN])
+        else:
+            anchor = self._recent[-1].start if self._recent else 0.0
+            settled = [end - TRIM_MARGIN for end in segment_ends[:-1] if end - TRIM_MARGIN <= anchor]
         if settled and settled[-1] * WHISPER_RATE > self._buffer.start:
             cut = settled[-1]
         elif seconds > self.policy.max_buffer_seconds:
@@ -449,6 +487,16 @@ class TranscriptStream:
         self.stats.trims += 1
         return forced
 
+    def _clause_ends(self) -> list[float]:
+        """Points in the pauses after committed words that end a clause, where a later word is
+        known: halfway to that word, at most `CLAUSE_PAUSE` after the clause's end."""
+        following = [*self._recent[1:], *self._hypothesis[:1]]
+        return [
+            min(word.end + CLAUSE_PAUSE, max(word.end, (word.end + after.start) / 2))
+            for word, after in zip(self._recent, following, strict=False)
+            if _CLAUSE_END.search(word.text)
+        ]
+
 
 @dataclass(frozen=True)
 class _Pass:
@@ -457,29 +505,41 @@ class _Pass:
 
 
 def after_committed(
-    committed: list[Word], words: list[Word], committed_end: float, final: bool = False
+    committed: list[Word],
+    words: list[Word],
+    committed_end: float,
+    final: bool = False,
+    aligned: bool = False,
 ) -> list[Word]:
     """The words of a pass that come after its audio's committed words.
 
     The pass re-transcribes the committed words still in the buffer; they are found by text
-    (the last stretch that matches them), since word times jitter between passes by more than
-    the gaps between words. Only words that start near or before the committed end can be
-    repeats, so a common word further on ("and") is never taken for one. If the text does not
-    match, an update yields nothing (Whisper sometimes stops before the last segment, which
-    is still being spoken: guessing by time would commit text twice); the final pass is
-    placed by time.
+    (the last stretch that matches them), since word times jitter between passes. Only words
+    that start near or before the committed end can be repeats, so a common word further on
+    ("and") is never taken for one. With aligned word times (see word_times), "near" is
+    tighter, a match must land where the committed words were, and words are otherwise placed
+    by time. With times spread over segments, a text mismatch yields nothing for an update
+    (Whisper sometimes stops before the last segment, which is still being spoken: guessing by
+    such times would commit text twice); the final pass is placed by time.
     """
     if committed:
-        candidates = [_key(w) for w in words if w.start < committed_end + REPEAT_WINDOW]
+        window = ALIGNED_REPEAT_WINDOW if aligned else REPEAT_WINDOW
+        candidates = [_key(w) for w in words if w.start < committed_end + window]
         matcher = difflib.SequenceMatcher(a=[_key(w) for w in committed], b=candidates, autojunk=False)
         blocks = [block for block in matcher.get_matching_blocks() if block.size]
         if blocks:
             last = blocks[-1]
             unmatched_tail = len(committed) - (last.a + last.size)
-            if unmatched_tail <= 1:  # the last committed word may have been re-heard differently
+            heard_again = words[last.b + last.size - 1]
+            was = committed[last.a + last.size - 1]
+            lands = not aligned or abs(heard_again.end - was.end) <= ALIGNED_MATCH_TOLERANCE
+            # The last committed word may have been re-heard differently.
+            if unmatched_tail <= 1 and lands:
                 return words[last.b + last.size + unmatched_tail :]
-        if not final:
+        if not final and not aligned:
             return []
+    if aligned:
+        return [w for w in words if (w.start + w.end) / 2 >= committed_end]
     return [w for w in words if w.start >= committed_end - TIME_TOLERANCE]
 
 
