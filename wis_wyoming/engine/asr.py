@@ -8,6 +8,7 @@ refused with a clear error instead of an ever-growing queue.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -247,7 +248,7 @@ class ResidentModel:
         timestamp tokens Whisper closes the prefix's segment and stops, skipping the rest;
         without them nothing tells it where the audio ends and it repeats itself).)
         """
-        with self.whisper.recording_encoder() as encoded:
+        with self.whisper.recording_windows() as windows:
             segments, info = self.whisper.transcribe(
                 window.audio,
                 language=request.language,
@@ -258,16 +259,16 @@ class ResidentModel:
             )
             # The generator decodes lazily: consume it here, on the worker thread.
             decoded = list(segments)
-        words = None
-        if window.word_times and len(encoded) == 1 and decoded and all(s.seek == 0 for s in decoded):
-            # One window (a pass of up to 30 s that Whisper decoded to its end): align it. A pass
-            # that took several windows keeps its segment times only.
+        words: list[list[Word]] | None = None
+        if window.word_times and decoded and all(s.seek in windows for s in decoded):
             tokenizer = Tokenizer(
                 self.whisper.hf_tokenizer, self.whisper.model.is_multilingual, request.task, info.language
             )
-            pieces = [{"seek": 0, "start": s.start, "end": s.end, "tokens": s.tokens} for s in decoded]
-            frames = len(window.audio) // self.whisper.feature_extractor.hop_length
-            words = align_words(self.whisper, tokenizer, pieces, encoded[0], frames)
+            words = []
+            for seek, group in itertools.groupby(decoded, key=lambda s: s.seek):
+                pieces = [{"seek": seek, "start": s.start, "end": s.end, "tokens": s.tokens} for s in group]
+                encoder_output, frames = windows[seek]
+                words += align_words(self.whisper, tokenizer, pieces, encoder_output, frames)
         shift = offset / WHISPER_RATE
         found = [
             Segment(

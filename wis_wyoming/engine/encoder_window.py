@@ -81,21 +81,24 @@ class WindowedWhisperModel(WhisperModel):
             self._detecting.active = False
 
     @contextmanager
-    def recording_encoder(self) -> Iterator[list[ctranslate2.StorageView]]:
-        """Collect, on this thread, the encoder output of every window decoded in the block (not
-        language detection's), so words can be aligned against exactly what the decoder saw."""
-        outputs: list[ctranslate2.StorageView] = []
-        self._recording.outputs = outputs
+    def recording_windows(self) -> Iterator[dict[int, tuple[ctranslate2.StorageView, int]]]:
+        """Collect, on this thread, each window decoded in the block: its seek (first frame) ->
+        (encoder output, content frames), so words can be aligned against exactly what the
+        decoder saw."""
+        windows: dict[int, tuple[ctranslate2.StorageView, int]] = {}
+        self._recording.windows = windows
+        self._recording.encoded = None
         try:
-            yield outputs
+            yield windows
         finally:
-            self._recording.outputs = None
+            self._recording.windows = self._recording.encoded = None
 
     def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
         output = self._encode_window(features)
-        outputs = getattr(self._recording, "outputs", None)
-        if outputs is not None and not getattr(self._detecting, "active", False):
-            outputs.append(output)
+        if getattr(self._recording, "windows", None) is not None and not getattr(
+            self._detecting, "active", False
+        ):
+            self._recording.encoded = output  # the window being decoded; see the split below
         return output
 
     def _encode_window(self, features: np.ndarray) -> ctranslate2.StorageView:
@@ -151,6 +154,9 @@ class WindowedWhisperModel(WhisperModel):
             segment_duration=segment_duration,
             seek=seek,
         )
+        if getattr(self._recording, "windows", None) is not None and self._recording.encoded is not None:
+            # faster-whisper splits each window once, after encoding and decoding it.
+            self._recording.windows[seek] = (self._recording.encoded, segment_size)
         window_end = seek + segment_size
         at_audio_end = segment_size < self.feature_extractor.nb_max_frames
         if at_audio_end and 0 < window_end - next_seek < MIN_TAIL_FRAMES:
