@@ -6,18 +6,20 @@ one pass at a time: audio that arrives during a pass waits for the next one, so 
 skips passes instead of falling behind.
 
 Commit policy, LocalAgreement-2 (Macháček et al., Whisper-Streaming): a word is committed once
-two consecutive passes agree on it, and committed text is never taken back. Each pass
-re-hears the committed words still in its buffer; they are found again by text (near the
-committed end, by rough times spread over Whisper's segments), and only the words after them
-are compared and committed.
+two consecutive passes agree on it and the pass has heard past it, and committed text is never
+taken back. Each pass re-hears the committed words still in its buffer; they are found again by
+text near the committed end, or else by time: passes align their words by cross-attention (see
+word_times), and only the words after the committed ones are compared and committed.
 
 Work is reused across passes by dropping committed audio: once the buffer holds more than
-`trim_seconds`, the audio up to the end of the last committed segment leaves it and its text
-becomes the prompt, so each pass decodes the uncommitted tail and a little context. Past
-`max_buffer_seconds` the buffer is cut at the last committed word (committing all but the last
-words by force if nothing settles), so a pass never sees more than 30 s. At the end, only the
-tail is decoded; if nothing was said since the last pass (the speaker paused and a pass ran
-then), that pass's words are the tail and no pass runs at all.
+`trim_seconds`, the audio up to the pause after the last committed clause leaves it (at once if
+a pass stalls short of its audio) and its text becomes the prompt, so each pass decodes the
+uncommitted tail and a little context. Past `max_buffer_seconds` the buffer is cut at the last
+committed word (committing all but the last words by force if nothing settles), so a pass never
+sees more than 30 s. At the end, only the tail is decoded; if nothing was said since the last
+pass (the speaker paused and a pass ran then), that pass's words are the tail and no pass runs
+at all. Passes whose words could not be aligned fall back to times spread over Whisper's
+segments, and to cuts at segment ends.
 """
 
 from __future__ import annotations
