@@ -105,7 +105,7 @@ async def test_audio_sent_at_once_gets_the_same_answer_shape(server):
 async def test_committed_text_is_never_retracted_over_a_long_stream(server):
     """Engine level, 35 s of long-form speech (4 utterances) in real time: what was sent is what
     was committed, committed audio leaves the buffer, and the text is recognisably the speech.
-    (Long-form WER is not yet within a point of offline: see bench/commit_latency.py.)"""
+    (The WER against offline decoding is measured on the whole files: bench/commit_latency.py.)"""
     utterances, seconds = longform_utterances(35.0)
     audio = decode_file(speech(LONGFORM))[: int(seconds * 16000)]
     resident, request = await server.engine.prepare()

@@ -61,6 +61,7 @@ REPEAT_WINDOW = 3.0
 # repeats, and a re-heard committed word ends within this much of where it ended before.
 ALIGNED_REPEAT_WINDOW = 1.0
 ALIGNED_MATCH_TOLERANCE = 0.6
+ECHO_WORDS = 3  # the most committed words looked for again at the start of a pass's new words
 REACH_TOLERANCE = 1.0  # a pass whose words end this far before the speech stopped early
 TRIM_MARGIN = 0.5  # cut this far before a committed segment's end: Whisper may end it late
 RECENT_WORDS = 100  # committed words kept for the prompt and the overlap check
@@ -242,7 +243,10 @@ class TranscriptStream:
                 break
         if self._needs_final_pass():
             self.stats.final_pass = True
-            tail += self._apply(await self._decode(optional=False, word_times=False), final=True)
+            # Word times place the tail after committed words the pass hears again; with none
+            # in the buffer (a command), the final pass saves the alignment.
+            placed = any(w.end * WHISPER_RATE > self._buffer.start for w in self._recent)
+            tail += self._apply(await self._decode(optional=False, word_times=placed), final=True)
         else:
             tail += self._commit(self._hypothesis)
             self._hypothesis = []
@@ -358,7 +362,7 @@ class TranscriptStream:
 
     async def _decode(self, optional: bool, full: bool = True, word_times: bool = True) -> _Pass | None:
         """A pass over the buffer; `full` decodes as a final pass (temperature fallback), else
-        as a quick update. Word times are aligned unless the pass is the last."""
+        as a quick update."""
         self._last_pass_at = asyncio.get_running_loop().time()
         start = self._buffer.start
         end = min(self._buffer.end, start + int(WINDOW_SECONDS * WHISPER_RATE))
@@ -541,8 +545,21 @@ def after_committed(
         if not final and not aligned:
             return []
     if aligned:
-        return [w for w in words if (w.start + w.end) / 2 >= committed_end]
+        later = [w for w in words if (w.start + w.end) / 2 >= committed_end]
+        return _without_echo(committed, later, committed_end)
     return [w for w in words if w.start >= committed_end - TIME_TOLERANCE]
+
+
+def _without_echo(committed: list[Word], words: list[Word], committed_end: float) -> list[Word]:
+    """`words` less the last committed words heard again right after them: a re-heard word
+    whose aligned time moved past the committed end ("pieces pieces to be ladled")."""
+    if not words or words[0].start >= committed_end + ALIGNED_REPEAT_WINDOW:
+        return words
+    keys = [_key(w) for w in words]
+    for size in range(min(ECHO_WORDS, len(committed), len(words)), 0, -1):
+        if keys[:size] == [_key(w) for w in committed[-size:]] and any(keys[:size]):
+            return words[size:]
+    return words
 
 
 def without_repeats(before: list[Word], words: list[Word]) -> list[Word]:
