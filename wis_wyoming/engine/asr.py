@@ -248,7 +248,7 @@ class ResidentModel:
         timestamp tokens Whisper closes the prefix's segment and stops, skipping the rest;
         without them nothing tells it where the audio ends and it repeats itself).)
         """
-        with self.whisper.recording_windows() as windows:
+        with self.whisper.recording_windows(window.word_times) as windows:
             segments, info = self.whisper.transcribe(
                 window.audio,
                 language=request.language,

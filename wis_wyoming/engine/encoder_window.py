@@ -40,6 +40,7 @@ MAX_NEW_TOKENS = 200
 # A window's decode that stops this close to the end of the audio has heard it all: what is left
 # is the gate's trailing pad (0.6 s of silence after the speech), not a word.
 MIN_TAIL_FRAMES = 30
+EncodedWindow = tuple[ctranslate2.StorageView, int]  # encoder output, content frames
 
 
 @dataclass(frozen=True)
@@ -81,12 +82,12 @@ class WindowedWhisperModel(WhisperModel):
             self._detecting.active = False
 
     @contextmanager
-    def recording_windows(self) -> Iterator[dict[int, tuple[ctranslate2.StorageView, int]]]:
+    def recording_windows(self, active: bool = True) -> Iterator[dict[int, EncodedWindow]]:
         """Collect, on this thread, each window decoded in the block: its seek (first frame) ->
         (encoder output, content frames), so words can be aligned against exactly what the
-        decoder saw."""
-        windows: dict[int, tuple[ctranslate2.StorageView, int]] = {}
-        self._recording.windows = windows
+        decoder saw. Inactive, nothing is kept (an hour-long file has 120 windows)."""
+        windows: dict[int, EncodedWindow] = {}
+        self._recording.windows = windows if active else None
         self._recording.encoded = None
         try:
             yield windows

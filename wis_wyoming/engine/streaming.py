@@ -46,11 +46,11 @@ _NOT_WORD = re.compile(r"[^\w]+")
 _PIECE = re.compile(r"\s*\S+")
 _CLAUSE_END = re.compile(r"[.,;:!?。，！？]['\"”)]*$")
 EDGE_HOLD = 0.5  # with aligned words, an update commits none ending this close to its audio end
-CLAUSE_PAUSE = 0.3
+CLAUSE_PAUSE = 0.3  # with aligned words, the buffer is cut at most this far after a clause
 # A pass whose words end this long before its audio while speech went on has stalled; its
 # buffer is cut this far after the last committed word (see _stalled).
 STALL_SECONDS = 2.0
-STALL_CUT_MARGIN = 0.1  # with aligned words, the buffer is cut at most this far after a clause
+STALL_CUT_MARGIN = 0.1
 FORCE_KEEP_WORDS = 2  # left uncommitted when a full buffer forces a commit
 TIME_TOLERANCE = 0.1  # seconds of alignment jitter between passes
 LOOP_RATIO = 2.4  # Whisper's own threshold on the gzip compression ratio of a segment
@@ -401,7 +401,7 @@ class TranscriptStream:
             looped = next((i for i, s in enumerate(segments) if s.compression_ratio > LOOP_RATIO), None)
             segments = segments[:looped]
         words = [word for segment in segments for word in segment_words(segment, passed.offset)]
-        aligned = all(segment.words is not None for segment in segments)
+        aligned = bool(segments) and all(segment.words is not None for segment in segments)
         in_buffer = [w for w in self._recent if w.end > passed.offset + TIME_TOLERANCE]
         words = after_committed(in_buffer, words, self._committed_end, final, aligned)
         words = without_repeats(self._recent, words)
@@ -459,9 +459,9 @@ class TranscriptStream:
         clause ("harm done. | I say"), and a pass that stalled (see `_stalled`) cuts at once,
         after the last committed word if it heard nothing else. Without, at the end of the last
         committed segment (Whisper's own boundary, a pause in the speech) that lies before the
-        last committed word, which stays in the buffer to anchor the next pass. Past `max_buffer_seconds`, at
-        the last committed word, committing all but the last words by force if nothing has
-        settled.
+        last committed word, which stays in the buffer to anchor the next pass. Past
+        `max_buffer_seconds`, at the last committed word, committing all but the last words by
+        force if nothing has settled.
         """
         # What this pass heard decides, not what arrived since (an upload can hold 20 s more).
         seconds = (self._last_pass_end - self._buffer.start) / WHISPER_RATE
