@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import ctranslate2
@@ -27,7 +27,7 @@ from .languages import normalise_language
 from .models import ModelInfo, ModelRegistry
 from .scheduler import BatchScheduler, Job
 from .vad import SpeechGate
-from .word_times import Word, align_words
+from .word_times import Word, align_words, shifted
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -302,10 +302,8 @@ class ResidentModel:
         return guards
 
 
-def _shifted(words: Sequence[Word] | None, seconds: float) -> tuple[Word, ...] | None:
-    if words is None:
-        return None
-    return tuple(Word(w.start + seconds, w.end + seconds, w.text) for w in words)
+def _shifted(words: Iterable[Word] | None, seconds: float) -> tuple[Word, ...] | None:
+    return None if words is None else tuple(shifted(words, seconds))
 
 
 class AsrEngine:

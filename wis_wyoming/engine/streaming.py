@@ -36,7 +36,7 @@ import numpy as np
 from .asr import AsrEngine, Decoded, DecodeRequest, ResidentModel, Segment
 from .audio import WHISPER_RATE
 from .vad import FRAME_SAMPLES, SpeechTracker
-from .word_times import Word
+from .word_times import Word, shifted
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def segment_words(segment: Segment, offset: float) -> list[Word]:
     else spread over the segment by character position (off by a second or two in a long
     segment)."""
     if segment.words is not None:
-        return [Word(w.start + offset, w.end + offset, w.text) for w in segment.words]
+        return shifted(segment.words, offset)
     pieces = _PIECE.findall(segment.text)
     total = max(1, sum(len(p) for p in pieces))
     start, span = segment.start + offset, max(0.0, segment.end - segment.start)

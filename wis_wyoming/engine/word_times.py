@@ -14,6 +14,7 @@ its next window starts, which changes what is decoded.)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,11 @@ class Word:
     start: float  # seconds
     end: float
     text: str  # with its leading space, as Whisper wrote it
+
+
+def shifted(words: Iterable[Word], seconds: float) -> list[Word]:
+    """The words moved later by `seconds` (from a window's time to the stream's)."""
+    return [Word(w.start + seconds, w.end + seconds, w.text) for w in words]
 
 
 def align_words(
