@@ -18,7 +18,8 @@ from wyoming.ping import Ping
 
 from wis_wyoming.app import WisServer
 from wis_wyoming.engine.audio import decode_file
-from wis_wyoming.engine.streaming import TranscriptStream
+from wis_wyoming.engine.streaming import TranscriptStream, after_committed
+from wis_wyoming.engine.word_times import Word
 
 from .conftest import read_wav, reference_text, speech
 from .wyoming_client import SAMPLES_PER_CHUNK, next_event, read_answer
@@ -183,3 +184,15 @@ async def test_unknown_vad_sensitivity_is_refused(server):
         await client.write_event(Transcribe(vad_sensitivity="sleepy").event())
         error = await next_event(client)
     assert error.type == "error" and "vad_sensitivity" in error.data["text"]
+
+
+def test_a_reheard_committed_word_is_not_committed_again_when_a_neighbour_is_misplaced():
+    # A pass of librispeech 1089-134686-0000 at 1.5x (tiny.en), as aligned: "fat" came out
+    # after the words it precedes. The committed words are found again by text all the same.
+    committed = [Word(4.98, 5.48, " and"), Word(5.44, 5.78, " fat"), Word(5.62, 6.14, " mutton")]
+    committed.append(Word(6.14, 6.48, " pieces"))
+    heard = [(4.96, 5.62, " and"), (7.6, 7.6, " fat"), (5.6, 6.16, " mutton"), (6.16, 6.48, " pieces")]
+    heard += [(6.48, 6.76, " to"), (6.76, 7.04, " be"), (7.04, 7.28, " ladled"), (7.28, 7.66, " out")]
+    words = [Word(*w) for w in heard]
+    new = after_committed(committed, words, committed_end=6.48, aligned=True)
+    assert [w.text for w in new] == [" to", " be", " ladled", " out"]

@@ -10,7 +10,7 @@ import pytest
 
 from wis_wyoming.engine.asr import Decoded, TranscriptionOptions
 from wis_wyoming.engine.audio import WHISPER_RATE, decode_file
-from wis_wyoming.engine.word_times import Word, _bounded
+from wis_wyoming.engine.word_times import Word, _bounded, in_order
 
 from .conftest import speech
 
@@ -89,3 +89,18 @@ def test_words_stretched_over_unspoken_audio_are_bounded(word, first, last, expe
     bounded = _bounded(word, first, last)
     assert bounded.text == expected.text
     assert bounded.start == pytest.approx(expected.start) and bounded.end == pytest.approx(expected.end)
+
+
+def test_a_word_aligned_past_the_next_window_is_moved_back_before_it():
+    # tiny.en, librispeech 1089-134686-0000 streamed at 1.5x: a pass decoded in two windows, the
+    # first's last word aligned to the end of that window's audio.
+    segments = [
+        [Word(4.96, 5.62, " and"), Word(7.6, 7.6, " fat")],
+        [Word(5.6, 6.16, " mutton"), Word(6.16, 6.48, " pieces")],
+    ]
+    ordered = in_order(segments)
+    assert [len(words) for words in ordered] == [2, 2]
+    flat = [word for words in ordered for word in words]
+    assert [w.text for w in flat] == [" and", " fat", " mutton", " pieces"]
+    assert all(a.end <= b.start for a, b in itertools.pairwise(flat))
+    assert flat[1] == Word(5.6, 5.6, " fat") and flat[2:] == segments[1]

@@ -27,7 +27,7 @@ from .languages import normalise_language
 from .models import ModelInfo, ModelRegistry
 from .scheduler import BatchScheduler, Job
 from .vad import SpeechGate
-from .word_times import Word, align_words, shifted
+from .word_times import Word, align_words, in_order, shifted
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -269,6 +269,7 @@ class ResidentModel:
                 pieces = [{"seek": seek, "start": s.start, "end": s.end, "tokens": s.tokens} for s in group]
                 encoder_output, frames = windows[seek]
                 words += align_words(self.whisper, tokenizer, pieces, encoder_output, frames)
+            words = in_order(words)
         shift = offset / WHISPER_RATE
         found = [
             Segment(

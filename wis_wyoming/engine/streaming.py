@@ -530,7 +530,9 @@ def after_committed(
     """
     if committed:
         window = ALIGNED_REPEAT_WINDOW if aligned else REPEAT_WINDOW
-        candidates = [_key(w) for w in words if w.start < committed_end + window]
+        # A prefix, so a candidate's index is its index in `words`.
+        near = [i for i, w in enumerate(words) if w.start < committed_end + window]
+        candidates = [_key(w) for w in words[: near[-1] + 1 if near else 0]]
         matcher = difflib.SequenceMatcher(a=[_key(w) for w in committed], b=candidates, autojunk=False)
         blocks = [block for block in matcher.get_matching_blocks() if block.size]
         if blocks:
