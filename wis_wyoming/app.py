@@ -14,6 +14,9 @@ from .config import Settings
 from .engine.asr import AsrDefaults, AsrEngine
 from .engine.hardware import plan_compute
 from .engine.models import ModelRegistry
+from .engine.tts import TtsDefaults, TtsEngine
+from .engine.tts_cache import TtsCache
+from .engine.voices import VoiceCatalogue
 from .errors import ConfigError
 from .transports.wyoming_handler import WyomingHandler, WyomingService
 from .transports.zeroconf import ZeroconfAdvertiser, advertised_addresses
@@ -41,6 +44,18 @@ def build_engine(settings: Settings) -> tuple[AsrEngine, list[str]]:
     return AsrEngine(registry, plan, defaults), names
 
 
+def build_tts(settings: Settings) -> TtsEngine | None:
+    """Piper with the bundled voice and the voices directory, or None when TTS is off."""
+    if not settings.tts:
+        return None
+    plan = plan_compute(settings.device, settings.compute_type, settings.cpu_threads)
+    cache = None
+    if settings.tts_cache_mb > 0:
+        cache = TtsCache(settings.tts_cache_path, settings.tts_cache_mb << 20)
+    catalogue = VoiceCatalogue(settings.voices_path)
+    return TtsEngine(catalogue, plan, cache, TtsDefaults(voice=settings.voice))
+
+
 class WisServer:
     """Loads the resident models, listens for Wyoming clients and advertises itself."""
 
@@ -48,6 +63,7 @@ class WisServer:
         self.settings = settings
         self.progress = progress
         self.engine: AsrEngine | None = None
+        self.tts: TtsEngine | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
         self._advertiser: ZeroconfAdvertiser | None = None
@@ -62,11 +78,15 @@ class WisServer:
     async def start(self) -> None:
         self.engine, names = build_engine(self.settings)
         await self.engine.preload(names, self.progress)
+        self.tts = build_tts(self.settings)
+        if self.tts is not None:
+            await self.tts.preload()
         service = WyomingService(
             self.engine,
             self.settings.max_audio_seconds,
             stream_transcripts=self.settings.stream_transcripts,
             vad_endpoint=self.settings.vad_endpoint,
+            tts=self.tts,
         )
         uri = urlparse(self.settings.uri)
         handler_factory = partial(WyomingHandler, service)
@@ -116,6 +136,8 @@ class WisServer:
             self._server = None
         if self.engine is not None:
             await self.engine.close()
+        if self.tts is not None:
+            await self.tts.close()
 
     async def __aenter__(self) -> WisServer:
         await self.start()

@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="end voice commands on the server: the transcript is sent when the speaker stops, "
         "without waiting for audio-stop (advertises requires_external_vad=false)",
     )
+    serve.add_argument(
+        "--no-tts", dest="tts", action="store_const", const=False, default=_SUPPRESS, help="no text to speech"
+    )
+    serve.add_argument("--voice", default=_SUPPRESS, help="default Piper voice (en_US-joe-medium)")
+    serve.add_argument(
+        "--voices-dir", default=_SUPPRESS, help="directory of <name>.onnx + <name>.onnx.json Piper voices"
+    )
+    serve.add_argument("--tts-cache-dir", default=_SUPPRESS, help="where spoken sentences are cached")
+    serve.add_argument("--tts-cache-mb", default=_SUPPRESS, help="TTS cache size bound (1024; 0: off)")
     _engine_flags(serve)
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files and print the text")

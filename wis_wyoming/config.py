@@ -66,11 +66,24 @@ class Settings:
     max_audio_seconds: float = 120.0
     stream_transcripts: bool = True
     vad_endpoint: bool = False
+    tts: bool = True
+    voice: str | None = None
+    voices_dir: Path | None = None  # None: <cache_dir>/voices
+    tts_cache_dir: Path | None = None  # None: <cache_dir>/tts
+    tts_cache_mb: int = 1024  # 0 turns the cache off
     log_level: str = "INFO"
 
     @property
     def default_model(self) -> str:
         return self.models[0]
+
+    @property
+    def voices_path(self) -> Path:
+        return self.voices_dir or self.cache_dir / "voices"
+
+    @property
+    def tts_cache_path(self) -> Path:
+        return self.tts_cache_dir or self.cache_dir / "tts"
 
 
 def _uri(value: Any) -> str:
@@ -151,6 +164,11 @@ SCHEMA = vol.Schema(
         vol.Required("max_audio_seconds"): vol.All(vol.Coerce(float), vol.Range(min=1.0, max=86_400.0)),
         vol.Required("stream_transcripts"): vol.Boolean(),
         vol.Required("vad_endpoint"): vol.Boolean(),
+        vol.Required("tts"): vol.Boolean(),
+        vol.Required("voice"): _optional_text,
+        vol.Required("voices_dir"): vol.Any(None, vol.All(str, vol.Length(min=1), vol.Coerce(Path))),
+        vol.Required("tts_cache_dir"): vol.Any(None, vol.All(str, vol.Length(min=1), vol.Coerce(Path))),
+        vol.Required("tts_cache_mb"): vol.All(vol.Coerce(int), vol.Range(min=0, max=1_000_000)),
         vol.Required("log_level"): vol.All(vol.Upper, vol.In(("DEBUG", "INFO", "WARNING", "ERROR"))),
     }
 )

@@ -34,10 +34,12 @@ from wyoming.server import AsyncEventHandler
 from ..engine.asr import AsrEngine, TranscriptionOptions
 from ..engine.audio import PcmFormat, StreamingResampler
 from ..engine.streaming import StreamingPolicy, TranscriptStream
+from ..engine.tts import TtsEngine
 from ..engine.vad import ENDPOINT_SILENCE_SECONDS
 from ..errors import AudioTooLongError, InvalidRequestError, WisError
 from .wyoming_events import ProtocolError, read_event
 from .wyoming_info import ASR_PROGRAM_NAME, info_event
+from .wyoming_tts import TtsSession, close_quietly, is_tts_event
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class WyomingService:
     stream_transcripts: bool = True  # send transcript-start/chunk/stop
     vad_endpoint: bool = False  # answer when the speaker stops, before audio-stop
     policy: StreamingPolicy = field(default_factory=StreamingPolicy)
+    tts: TtsEngine | None = None
     background: set[asyncio.Task] = field(default_factory=set)
 
     def warm_up(self, model: str | None) -> None:
@@ -144,6 +147,7 @@ class WyomingHandler(AsyncEventHandler):
         self._request: _Request | None = None  # from the last transcribe
         self._request_refused = False  # the last transcribe was refused: so is its audio
         self._stream: _AudioStream | None = None
+        self._tts = TtsSession(service.tts, self.write_event, self._send_error) if service.tts else None
 
     async def run(self) -> None:
         try:
@@ -160,6 +164,7 @@ class WyomingHandler(AsyncEventHandler):
             _LOGGER.debug("Client went away")
         finally:
             await self._drop_stream()
+            await close_quietly(self._tts)
             await self.disconnect()
             self.writer.close()
 
@@ -208,9 +213,18 @@ class WyomingHandler(AsyncEventHandler):
             return await self._on_audio_stop()
         elif Transcribe.is_type(event.type):
             self._on_transcribe(event)
+        elif is_tts_event(event.type):
+            if self._tts is None:
+                raise InvalidRequestError("text to speech is not enabled on this server")
+            await self._tts.handle(event)
         elif Describe.is_type(event.type):
             await self.write_event(
-                info_event(self.engine, self.service.stream_transcripts, not self.service.vad_endpoint)
+                info_event(
+                    self.engine,
+                    self.service.stream_transcripts,
+                    not self.service.vad_endpoint,
+                    self.service.tts,
+                )
             )
         elif SelectProgram.is_type(event.type):
             self._on_select_program(event)

@@ -3,16 +3,48 @@
 from __future__ import annotations
 
 from wyoming.event import Event
-from wyoming.info import AsrModel, AsrProgram, Attribution, Info
+from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, TtsVoice, TtsVoiceSpeaker
 
 from .. import __version__
 from ..engine.asr import AsrEngine
+from ..engine.tts import TtsEngine
 
 ASR_PROGRAM_NAME = "wis-wyoming"
+TTS_PROGRAM_NAME = "wis-piper"
+PIPER_ATTRIBUTION = Attribution(name="Piper", url="https://github.com/OHF-Voice/piper1-gpl")
 PROJECT_ATTRIBUTION = Attribution(name="wis_wyoming", url="https://github.com/wis-wyoming/wis_wyoming")
 
 
-def build_info(engine: AsrEngine, streaming: bool = True, requires_external_vad: bool = True) -> Info:
+def tts_program(tts: TtsEngine) -> TtsProgram:
+    voices = [
+        TtsVoice(
+            name=voice.name,
+            attribution=PIPER_ATTRIBUTION,
+            installed=True,
+            description=f"{voice.name} ({voice.quality or 'piper'}{', bundled' if voice.bundled else ''})",
+            version=None,
+            languages=voice.languages,
+            speakers=[TtsVoiceSpeaker(name=name) for name in voice.speakers] or None,
+        )
+        for voice in tts.catalogue.voices()
+    ]
+    return TtsProgram(
+        name=TTS_PROGRAM_NAME,
+        attribution=PIPER_ATTRIBUTION,
+        installed=True,
+        description="Piper text-to-speech, sentence by sentence, with a disk cache",
+        version=__version__,
+        voices=voices,
+        supports_synthesize_streaming=True,
+    )
+
+
+def build_info(
+    engine: AsrEngine,
+    streaming: bool = True,
+    requires_external_vad: bool = True,
+    tts: TtsEngine | None = None,
+) -> Info:
     models = [
         AsrModel(
             name=model.name,
@@ -37,12 +69,17 @@ def build_info(engine: AsrEngine, streaming: bool = True, requires_external_vad:
         prefers_auto_gain_enabled=False,
         prefers_noise_reduction_enabled=False,
     )
-    return Info(asr=[program])
+    return Info(asr=[program], tts=[tts_program(tts)] if tts is not None else [])
 
 
-def info_event(engine: AsrEngine, streaming: bool = True, requires_external_vad: bool = True) -> Event:
+def info_event(
+    engine: AsrEngine,
+    streaming: bool = True,
+    requires_external_vad: bool = True,
+    tts: TtsEngine | None = None,
+) -> Event:
     """The info event, plus a `wis` block (ignored by other clients) saying what is resident."""
-    event = build_info(engine, streaming, requires_external_vad).event()
+    event = build_info(engine, streaming, requires_external_vad, tts).event()
     event.data["wis"] = {
         "version": __version__,
         "default_model": engine.defaults.model,

@@ -1,0 +1,141 @@
+"""Text as it should be spoken: sentences found as text streams in, abbreviations and symbols
+written out.
+
+Piper reads through espeak-ng, which already says numbers well ("21" twenty-one, "3.5" three
+point five, "1,250" one thousand two hundred and fifty, "21st" twenty-first), but reads "Dr."
+as "D R" and "°C" as nothing, and ends a sentence at every full stop, "Dr. Smith" included. An
+LLM's reply also arrives a few tokens at a time, and each sentence should be spoken as soon as
+it is complete, not when the reply ends. So sentences are cut here, where an abbreviation, an
+initial or a decimal point is not taken for the end of one.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Abbreviations that do not end a sentence, and how they are read (English).
+ABBREVIATIONS = {
+    "mr": "Mister",
+    "mrs": "Missus",
+    "ms": "Miz",
+    "dr": "Doctor",
+    "prof": "Professor",
+    "st": "Saint",
+    "jr": "Junior",
+    "sr": "Senior",
+    "vs": "versus",
+    "etc": "et cetera",
+    "approx": "approximately",
+    "no": "number",
+    "e.g": "for example",
+    "i.e": "that is",
+    "a.m": "A M",
+    "p.m": "P M",
+}
+# Only before a number do these read as a word ("No. 5"), and "No." elsewhere ends a sentence.
+_BEFORE_NUMBER = {"no"}
+_UNITS = [
+    (re.compile(r"(?<=\d)\s*°\s*C\b"), " degrees Celsius"),
+    (re.compile(r"(?<=\d)\s*°\s*F\b"), " degrees Fahrenheit"),
+    (re.compile(r"(?<=\d)\s*°"), " degrees"),
+    (re.compile(r"(?<=\d)\s*%"), " percent"),
+    (re.compile(r"(?<=\d)\s*km/h\b"), " kilometers per hour"),
+    (re.compile(r"(?<=\d)\s*mph\b"), " miles per hour"),
+    (re.compile(r"(?<=\d)\s*kWh\b"), " kilowatt hours"),
+    (re.compile(r"(?<=\d)\s*kW\b"), " kilowatts"),
+    (re.compile(r"(?<=\d)\s*W\b"), " watts"),
+    (re.compile(r"(?<=\d)\s*km\b"), " kilometers"),
+    (re.compile(r"(?<=\d)\s*cm\b"), " centimeters"),
+    (re.compile(r"(?<=\d)\s*mm\b"), " millimeters"),
+    (re.compile(r"(?<=\d)\s*kg\b"), " kilograms"),
+]
+_ABBREVIATION = re.compile(
+    r"\b(" + "|".join(re.escape(a) for a in sorted(ABBREVIATIONS, key=len, reverse=True)) + r")\.",
+    re.IGNORECASE,
+)
+# "7:05" and "10:30": espeak reads the colon as a pause; a clock time is read as "ten thirty",
+# and "7:05" as "seven oh five".
+_CLOCK = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b")
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|\n\s*\n|[。！？]")
+
+
+def _clock(match: re.Match[str]) -> str:
+    hours, minutes = int(match.group(1)), int(match.group(2))
+    if minutes == 0:
+        return f"{hours} o'clock" if hours <= 12 else f"{hours} hundred"
+    return f"{hours} oh {minutes}" if minutes < 10 else f"{hours} {minutes}"
+
+
+def spoken(text: str, language: str = "en") -> str:
+    """`text` as Piper should read it: abbreviations, units and clock times written out
+    (English voices; other languages are left to espeak)."""
+    text = re.sub(r"\s+", " ", text).strip()
+    if not language.lower().startswith("en"):
+        return text
+    text = _CLOCK.sub(_clock, text)
+
+    def expand(match: re.Match[str]) -> str:
+        key = match.group(1).lower()
+        following = text[match.end() :].lstrip()
+        if key in _BEFORE_NUMBER and not following[:1].isdigit():
+            return match.group(0)
+        return ABBREVIATIONS[key]
+
+    text = _ABBREVIATION.sub(expand, text)
+    for pattern, words in _UNITS:
+        text = pattern.sub(words, text)
+    return text
+
+
+def _ends_sentence(text: str, end: int) -> bool:
+    """Whether the stop at text[end - 1] ends a sentence (not "Dr.", "J.", "3." of "3.5")."""
+    if text[end - 1] != ".":
+        return True
+    word = re.search(r"([\w.]+)\.$", text[:end])
+    if word is None:
+        return True
+    token = word.group(1)
+    following = text[end:].lstrip()
+    key = token.lower()
+    if key in ABBREVIATIONS and not (key in _BEFORE_NUMBER and not following[:1].isdigit()):
+        return False
+    # An initial ("J. R. R. Tolkien") does not end one either.
+    return not (len(token) == 1 and token.isalpha() and token.isupper())
+
+
+class SentenceSplitter:
+    """Complete sentences out of text that arrives in pieces (an LLM's tokens, Wyoming's
+    synthesize-chunk events). A sentence is complete once the text after its end has started:
+    "3." may yet be "3.5", "No." may be "No. 5", and "Dr." is not an end at all."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def push(self, text: str) -> list[str]:
+        self._pending += text
+        sentences = []
+        start = 0
+        for match in _SENTENCE_END.finditer(self._pending):
+            end = match.end()
+            if not self._pending[end:].strip():
+                break  # what follows decides: "No. 5" goes on, "No. Thanks" does not
+            if not _ends_sentence(self._pending, match.start() + 1):
+                continue
+            sentence = self._pending[start:end].strip()
+            if sentence:
+                sentences.append(sentence)
+            start = end
+        self._pending = self._pending[start:]
+        return sentences
+
+    def flush(self) -> str | None:
+        """What is left once the text has ended: the last sentence, if any."""
+        rest, self._pending = self._pending.strip(), ""
+        return rest or None
+
+
+def split_sentences(text: str) -> list[str]:
+    splitter = SentenceSplitter()
+    sentences = splitter.push(text)
+    rest = splitter.flush()
+    return [*sentences, rest] if rest else sentences
