@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from wis_wyoming.engine.speech_text import SentenceSplitter, split_sentences, spoken
+from wis_wyoming.engine.speech_text import (
+    ReplySplitter,
+    SentenceSplitter,
+    SpeechPart,
+    first_phrase,
+    split_sentences,
+    spoken,
+)
 
 REPLY = "Dr. Smith arrives at 7:05. The price is 3.50 dollars! Is J. R. R. Tolkien here? No. 5 is."
 
@@ -52,3 +59,38 @@ def test_abbreviations_units_and_clock_times_are_written_out(text, expected):
 
 def test_other_languages_are_left_to_espeak():
     assert spoken("Dr. Müller kommt um 7:05", "de_DE") == "Dr. Müller kommt um 7:05"
+
+
+@pytest.mark.parametrize(
+    ("sentence", "parts"),
+    [
+        ("The living room lights are now on.", ("The living room lights", "are now on.")),
+        ("Good night, all the lights are off.", ("Good night,", "all the lights are off.")),
+        ("I have set a timer for ten minutes.", ("I have set a timer", "for ten minutes.")),
+        ("Your next meeting starts at two.", ("Your next meeting starts", "at two.")),
+        ("Turn it off.", None),  # too short to cut
+        ("Please remember the umbrella tomorrow morning.", None),  # nowhere natural to cut
+    ],
+)
+def test_a_sentence_is_cut_after_its_first_phrase(sentence, parts):
+    assert first_phrase(sentence) == parts
+
+
+@pytest.mark.parametrize("size", [1, 3, 8, 1000])
+def test_a_reply_in_pieces_is_spoken_in_the_same_parts_and_its_first_phrase_early(size):
+    reply = "The living room lights are now on. It is 21°C inside. Anything else?"
+    whole = ReplySplitter()
+    expected = [*whole.push(reply), *whole.flush()]
+    assert expected[:2] == [
+        SpeechPart("The living room lights", False, True),
+        SpeechPart("are now on.", False, False),
+    ]
+    assert [p.pause_before for p in expected[2:]] == [True, True]
+    streamed, splitter, head_at = [], ReplySplitter(), None
+    for index in range(0, len(reply), size):
+        streamed += splitter.push(reply[index : index + size])
+        if head_at is None and streamed:
+            head_at = index + size
+    assert [*streamed, *splitter.flush()] == expected
+    if size < len(reply):  # the first phrase is out before its sentence has ended
+        assert head_at is not None and head_at < reply.index(".") + 1

@@ -19,7 +19,8 @@ def engine_with_cache(server, tmp_path):
 
 
 async def say(engine: TtsEngine, text: str):
-    return [sentence async for sentence in engine.speak(text, SynthesisOptions())]
+    """Each sentence in one part (no quick start): one cache entry per sentence."""
+    return [part async for part in engine.speak(text, SynthesisOptions(quick_start=False))]
 
 
 async def test_a_hit_returns_the_same_audio_in_milliseconds(engine_with_cache):
@@ -76,13 +77,13 @@ async def test_a_corrupt_entry_is_ignored_and_synthesised_again(engine_with_cach
 async def test_entries_survive_a_restart(engine_with_cache, tmp_path):
     engine = engine_with_cache()
     try:
-        (first,) = await say(engine, "Good night, all the lights are off.")
+        (first,) = await say(engine, "Sleep well, everyone.")
     finally:
         await engine.close()
     (tmp_path / "tts" / ".leftover.tmp").write_bytes(b"a write cut short")
     restarted = engine_with_cache()  # a new cache object over the same directory
     try:
-        (again,) = await say(restarted, "Good night, all the lights are off.")
+        (again,) = await say(restarted, "Sleep well, everyone.")
     finally:
         await restarted.close()
     assert again.cached and again.pcm == first.pcm

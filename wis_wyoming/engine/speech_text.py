@@ -12,6 +12,7 @@ initial or a decimal point is not taken for the end of one.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 # Abbreviations that do not end a sentence, and how they are read (English).
 ABBREVIATIONS = {
@@ -128,10 +129,93 @@ class SentenceSplitter:
         self._pending = self._pending[start:]
         return sentences
 
+    @property
+    def pending(self) -> str:
+        """Text after the last complete sentence."""
+        return self._pending
+
     def flush(self) -> str | None:
         """What is left once the text has ended: the last sentence, if any."""
         rest, self._pending = self._pending.strip(), ""
         return rest or None
+
+
+# Words a phrase starts with: a sentence may be cut before one of them with its melody intact.
+PHRASE_STARTERS = frozenset({
+    "and", "but", "or", "so", "because", "while", "when", "if", "that", "which", "who",
+    "is", "are", "was", "were", "will", "would", "can", "could", "has", "have", "had",
+    "to", "in", "on", "at", "for", "with", "from", "of", "by", "about", "after", "before",
+})  # fmt: skip
+MIN_REST_WORDS = 2
+
+
+def _phrase_cut(words: list[str]) -> int | None:
+    """Where a sentence's first phrase ends: after the first comma (two words in, at least),
+    or before the first word that starts a phrase (three words in), whichever comes first,
+    with at least two words after it. Only the words seen so far decide, so text that is still
+    arriving is cut where the whole sentence would be."""
+    for index in range(2, len(words) - MIN_REST_WORDS + 1):
+        after_comma = words[index - 1].endswith((",", ";", ":"))
+        starter = index >= 3 and re.sub(r"\W", "", words[index]).lower() in PHRASE_STARTERS
+        if after_comma or starter:
+            return index
+    return None
+
+
+def first_phrase(sentence: str) -> tuple[str, str] | None:
+    """The sentence cut after its first phrase ("The living room lights | are now on."), or
+    None where there is nowhere natural to cut."""
+    words = sentence.split()
+    cut = _phrase_cut(words)
+    return None if cut is None else (" ".join(words[:cut]), " ".join(words[cut:]))
+
+
+@dataclass(frozen=True)
+class SpeechPart:
+    text: str
+    pause_before: bool  # a sentence after the first: the sentence silence goes before it
+    phrase: bool  # the first phrase of a reply: its trailing silence is cut to a short pause
+
+
+class ReplySplitter:
+    """A reply, whole or arriving in pieces, as the parts it is spoken in: sentence by sentence,
+    and with `quick_start` the first sentence as its first phrase and the rest. Piper's time
+    grows with the length of the text, so a short first part brings the first audio sooner; in
+    a stream the first phrase is spoken as soon as it is known, before its sentence ends. Whole
+    and streamed text give the same parts."""
+
+    def __init__(self, quick_start: bool = True) -> None:
+        self.quick_start = quick_start
+        self._sentences = SentenceSplitter()
+        self._spoken_sentences = 0
+        self._head_words: int | None = None  # words of the first sentence already spoken
+
+    def push(self, text: str) -> list[SpeechPart]:
+        parts = [part for sentence in self._sentences.push(text) for part in self._parts(sentence)]
+        if self.quick_start and self._spoken_sentences == 0 and self._head_words is None:
+            pending = self._sentences.pending
+            complete = pending.split() if pending[-1:].isspace() else pending.split()[:-1]
+            cut = _phrase_cut(complete)
+            if cut is not None:
+                self._head_words = cut
+                parts.append(SpeechPart(" ".join(complete[:cut]), False, True))
+        return parts
+
+    def flush(self) -> list[SpeechPart]:
+        rest = self._sentences.flush()
+        return self._parts(rest) if rest else []
+
+    def _parts(self, sentence: str) -> list[SpeechPart]:
+        self._spoken_sentences += 1
+        if self._spoken_sentences > 1:
+            return [SpeechPart(sentence, True, False)]
+        words = sentence.split()
+        if self._head_words is not None:
+            return [SpeechPart(" ".join(words[self._head_words :]), False, False)]
+        phrase = first_phrase(sentence) if self.quick_start else None
+        if phrase is None:
+            return [SpeechPart(sentence, False, False)]
+        return [SpeechPart(phrase[0], False, True), SpeechPart(phrase[1], False, False)]
 
 
 def split_sentences(text: str) -> list[str]:

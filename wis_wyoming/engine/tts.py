@@ -4,8 +4,11 @@ Speech comes out one sentence at a time, so the first sentence plays while the n
 synthesised, and text that arrives in pieces (an LLM's reply) is spoken as each sentence
 completes (`SentenceSplitter`). Every sentence is one job on the TTS worker thread, so several
 clients take turns sentence by sentence instead of one long reply holding up the rest. Each
-sentence but the first is preceded by `sentence_silence`, whether the text came whole or in
-pieces, so both give the same audio.
+sentence but the first is preceded by `sentence_silence`. The first sentence of a reply is
+spoken as its first phrase, then the rest (`quick_start`): Piper's time grows with the length
+of the text, so the first audio comes sooner, and in a stream before the sentence is complete.
+Whole and streamed text are cut into the same parts (`ReplySplitter`), so both give the same
+audio.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 from ..errors import InvalidRequestError, WisError
 from .hardware import ComputePlan
-from .speech_text import split_sentences, spoken
+from .speech_text import ReplySplitter, SpeechPart, spoken
 from .tts_cache import CachedAudio, TtsCache, cache_key
 from .voices import Voice, VoiceCatalogue
 
@@ -46,6 +49,7 @@ class SynthesisOptions:
     noise_scale: float | None = None
     noise_w_scale: float | None = None
     sentence_silence: float = 0.2  # seconds before each sentence but the first
+    quick_start: bool = True  # the first sentence in two parts: first audio sooner
     use_cache: bool = True
 
     def validate(self) -> None:
@@ -103,31 +107,35 @@ class TtsEngine:
         return voice
 
     async def speak(self, text: str, options: SynthesisOptions) -> AsyncIterator[SpokenSentence]:
-        """The text's audio, sentence by sentence."""
+        """The text's audio, part by part (see `ReplySplitter`)."""
         if len(text) > MAX_TEXT_CHARS:
             raise InvalidRequestError(f"text is longer than {MAX_TEXT_CHARS} characters")
         voice = self.voice(options)
-        for index, sentence in enumerate(split_sentences(text)):
-            yield await self.speak_sentence(sentence, options, first=index == 0, voice=voice)
+        splitter = ReplySplitter(options.quick_start)
+        for part in [*splitter.push(text), *splitter.flush()]:
+            yield await self.speak_part(part, options, voice)
 
-    async def speak_sentence(
-        self, sentence: str, options: SynthesisOptions, first: bool, voice: Voice | None = None
+    async def speak_part(
+        self, part: SpeechPart, options: SynthesisOptions, voice: Voice | None = None
     ) -> SpokenSentence:
+        """One part's audio: from the cache, or synthesised on the worker (and cached)."""
         voice = voice or self.voice(options)
         started = time.perf_counter()
-        key = self._key(sentence, voice, options)
+        key = self._key(part.text, voice, options)
         cached = self.cache.get(key) if self.cache is not None and options.use_cache else None
         if cached is not None:
             pcm = cached.pcm
         else:
             loop = asyncio.get_running_loop()
-            pcm = await loop.run_in_executor(self._worker, self._synthesise, sentence, voice, options)
+            pcm = await loop.run_in_executor(self._worker, self._synthesise, part.text, voice, options)
             if self.cache is not None:
                 self.cache.put(key, CachedAudio(voice.sample_rate, pcm))
-        if not first and options.sentence_silence > 0:
+        if part.phrase:  # joined to the rest of its sentence like a comma's pause
+            pcm = _trim_trailing_silence(pcm, voice.sample_rate)
+        if part.pause_before and options.sentence_silence > 0:
             pcm = bytes(2 * round(options.sentence_silence * voice.sample_rate)) + pcm
         seconds = time.perf_counter() - started
-        return SpokenSentence(sentence, voice.sample_rate, pcm, cached is not None, seconds)
+        return SpokenSentence(part.text, voice.sample_rate, pcm, cached is not None, seconds)
 
     async def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
@@ -181,6 +189,15 @@ class TtsEngine:
                 self._loaded.popitem(last=False)
             _LOGGER.info("Loaded voice %s in %.2f s", voice.name, time.perf_counter() - started)
             return piper
+
+
+def _trim_trailing_silence(pcm: bytes, rate: int, keep: float = 0.04, threshold: int = 600) -> bytes:
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > threshold)
+    if not len(loud):
+        return pcm
+    end = min(len(samples), int(loud[-1]) + 1 + round(keep * rate))
+    return samples[:end].tobytes()
 
 
 def _load_piper(voice: Voice, plan: ComputePlan) -> object:

@@ -149,6 +149,13 @@ class WyomingHandler(AsyncEventHandler):
         self._stream: _AudioStream | None = None
         self._tts = TtsSession(service.tts, self.write_event, self._send_error) if service.tts else None
 
+    async def write_event(self, event: Event) -> None:
+        # asyncio fails with AttributeError, not ConnectionError, on a transport the client
+        # has already closed: say what it is, so the request ends quietly.
+        if self.writer.is_closing():
+            raise ConnectionResetError("the client has gone away")
+        await super().write_event(event)
+
     async def run(self) -> None:
         try:
             while True:

@@ -24,7 +24,7 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Event
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
-from ..engine.speech_text import SentenceSplitter
+from ..engine.speech_text import ReplySplitter, SpeechPart
 from ..engine.tts import SpokenSentence, SynthesisOptions, TtsEngine
 from ..errors import InvalidRequestError, WisError
 
@@ -40,7 +40,7 @@ SendError = Callable[[WisError], Awaitable[None]]
 
 def options_of(data: dict) -> SynthesisOptions:
     """Wyoming's voice {name, language, speaker}, plus wis extensions in `data`: length_scale,
-    noise_scale, noise_w_scale, sentence_silence, cache (false to bypass it)."""
+    noise_scale, noise_w_scale, sentence_silence, quick_start and cache (false: off)."""
     voice = data.get("voice") or {}
     if not isinstance(voice, dict):
         raise InvalidRequestError(f"'voice' must be an object, got {voice!r}")
@@ -59,6 +59,7 @@ def options_of(data: dict) -> SynthesisOptions:
         language=voice.get("language") or None,
         speaker=None if voice.get("speaker") in (None, "") else str(voice["speaker"]),
         use_cache=data.get("cache", True) is not False,
+        quick_start=data.get("quick_start", True) is not False,
         **numbers,
     )
     options.validate()
@@ -68,10 +69,14 @@ def options_of(data: dict) -> SynthesisOptions:
 @dataclass
 class _Stream:
     options: SynthesisOptions
-    splitter: SentenceSplitter = field(default_factory=SentenceSplitter)
-    sentences: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    splitter: ReplySplitter
+    parts: asyncio.Queue[SpeechPart | None] = field(default_factory=asyncio.Queue)
     speaker: asyncio.Task | None = None
     failed: bool = False
+
+    @staticmethod
+    def of(options: SynthesisOptions, failed: bool = False) -> _Stream:
+        return _Stream(options, ReplySplitter(options.quick_start), failed=failed)
 
 
 class TtsSession:
@@ -110,20 +115,20 @@ class TtsSession:
         started = False
         async for sentence in self.engine.speak(text, options):
             if not started:
-                await self._write(AudioStart(rate=sentence.rate, width=SAMPLE_WIDTH, channels=1).event())
+                await self._start(sentence.rate)
                 started = True
             await self._send_audio(sentence)
         if not started:  # nothing to say: an empty, well-formed answer
-            await self._write(AudioStart(rate=voice.sample_rate, width=SAMPLE_WIDTH, channels=1).event())
+            await self._start(voice.sample_rate)
         await self._write(AudioStop().event())
 
     async def _on_start(self, event: Event) -> None:
         await self.close()  # a new stream replaces one the client never stopped
         try:
-            self._stream = _Stream(options_of(event.data))
+            self._stream = _Stream.of(options_of(event.data))
             self.engine.voice(self._stream.options)
         except WisError:
-            self._stream = _Stream(SynthesisOptions(), failed=True)
+            self._stream = _Stream.of(SynthesisOptions(), failed=True)
             raise
         self._stream.speaker = asyncio.create_task(self._speak_stream(self._stream))
 
@@ -135,32 +140,31 @@ class TtsSession:
         if not isinstance(text, str):
             raise InvalidRequestError("synthesize-chunk needs a 'text' string")
         if not stream.failed:
-            for sentence in stream.splitter.push(text):
-                stream.sentences.put_nowait(sentence)
+            for part in stream.splitter.push(text):
+                stream.parts.put_nowait(part)
 
     async def _on_stop(self) -> None:
         stream, self._stream = self._stream, None
         if stream is None:
             raise InvalidRequestError("synthesize-stop arrived without synthesize-start")
         if stream.speaker is not None:
-            rest = stream.splitter.flush()
-            if rest:
-                stream.sentences.put_nowait(rest)
-            stream.sentences.put_nowait(None)
+            for part in stream.splitter.flush():
+                stream.parts.put_nowait(part)
+            stream.parts.put_nowait(None)
             await stream.speaker
         await self._write(SynthesizeStopped().event())
 
     async def _speak_stream(self, stream: _Stream) -> None:
-        """Speak each sentence as it completes, in order; audio-stop after the last."""
+        """Speak each part as it is known, in order; audio-stop after the last."""
         voice = self.engine.voice(stream.options)
         first = True
         try:
-            while (sentence := await stream.sentences.get()) is not None:
+            while (part := await stream.parts.get()) is not None:
                 if stream.failed:
                     continue
-                spoken = await self.engine.speak_sentence(sentence, stream.options, first, voice)
+                spoken = await self.engine.speak_part(part, stream.options, voice)
                 if first:
-                    await self._write(AudioStart(rate=spoken.rate, width=SAMPLE_WIDTH, channels=1).event())
+                    await self._start(spoken.rate)
                     first = False
                 await self._send_audio(spoken)
         except WisError as err:
@@ -175,8 +179,11 @@ class TtsSession:
             await self._send_error(WisError(f"internal error: {err}"))
         if not stream.failed:
             if first:
-                await self._write(AudioStart(rate=voice.sample_rate, width=SAMPLE_WIDTH, channels=1).event())
+                await self._start(voice.sample_rate)
             await self._write(AudioStop().event())
+
+    async def _start(self, rate: int) -> None:
+        await self._write(AudioStart(rate=rate, width=SAMPLE_WIDTH, channels=1).event())
 
     async def _send_audio(self, sentence: SpokenSentence) -> None:
         step = SAMPLES_PER_CHUNK * SAMPLE_WIDTH
