@@ -12,7 +12,10 @@ from urllib.parse import urlparse
 
 from .config import Settings
 from .engine.asr import AsrDefaults, AsrEngine
+from .engine.conversation import DEFAULT_SYSTEM_PROMPT, AgentSettings, ConversationAgent
 from .engine.hardware import plan_compute
+from .engine.intents import IntentRecognizer
+from .engine.llm import GenerationOptions, LlamaCppBackend, LlmBackend, OpenAiBackend, bundled_gguf
 from .engine.models import ModelRegistry
 from .engine.tts import TtsDefaults, TtsEngine
 from .engine.tts_cache import TtsCache
@@ -56,6 +59,38 @@ def build_tts(settings: Settings) -> TtsEngine | None:
     return TtsEngine(catalogue, plan, cache, TtsDefaults(voice=settings.voice))
 
 
+def build_llm(settings: Settings, plan_threads: int) -> LlmBackend | None:
+    """The LLM backend for these settings, or None when it is off."""
+    choice = settings.llm
+    if choice == "none":
+        return None
+    if choice == "openai" or settings.llm_url:
+        if not settings.llm_url or not settings.llm_model:
+            raise ConfigError("llm openai needs llm_url and llm_model")
+        return OpenAiBackend(
+            settings.llm_url, settings.llm_model, settings.llm_api_key, settings.llm_json_mode
+        )
+    path = bundled_gguf(settings.cache_dir) if choice == "bundled" else Path(choice).expanduser()
+    if path is None or not path.is_file():
+        raise ConfigError(f"llm {choice!r}: no GGUF file found (bundled, a path, openai or none)")
+    return LlamaCppBackend(path, plan_threads)
+
+
+def build_agent(settings: Settings, backend: LlmBackend) -> ConversationAgent:
+    generation = GenerationOptions(
+        temperature=settings.llm_temperature,
+        top_p=settings.llm_top_p,
+        max_tokens=settings.llm_max_tokens,
+        timeout=settings.llm_timeout,
+    )
+    agent_settings = AgentSettings(
+        system_prompt=settings.llm_system_prompt or DEFAULT_SYSTEM_PROMPT,
+        history_turns=settings.llm_history,
+        generation=generation,
+    )
+    return ConversationAgent(backend, agent_settings)
+
+
 class WisServer:
     """Loads the resident models, listens for Wyoming clients and advertises itself."""
 
@@ -64,6 +99,8 @@ class WisServer:
         self.progress = progress
         self.engine: AsrEngine | None = None
         self.tts: TtsEngine | None = None
+        self.llm: LlmBackend | None = None
+        self.agent: ConversationAgent | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
         self._advertiser: ZeroconfAdvertiser | None = None
@@ -81,12 +118,19 @@ class WisServer:
         self.tts = build_tts(self.settings)
         if self.tts is not None:
             await self.tts.preload()
+        self.llm = await asyncio.to_thread(build_llm, self.settings, self.engine.plan.cpu_threads)
+        recognizer = None
+        if self.llm is not None:
+            self.agent = build_agent(self.settings, self.llm)
+            recognizer = IntentRecognizer(self.llm, self.settings.llm_timeout)
         service = WyomingService(
             self.engine,
             self.settings.max_audio_seconds,
             stream_transcripts=self.settings.stream_transcripts,
             vad_endpoint=self.settings.vad_endpoint,
             tts=self.tts,
+            agent=self.agent,
+            recognizer=recognizer,
         )
         uri = urlparse(self.settings.uri)
         handler_factory = partial(WyomingHandler, service)
@@ -138,6 +182,8 @@ class WisServer:
             await self.engine.close()
         if self.tts is not None:
             await self.tts.close()
+        if self.llm is not None:
+            await self.llm.close()
 
     async def __aenter__(self) -> WisServer:
         await self.start()

@@ -110,6 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--tts-cache-dir", default=_SUPPRESS, help="where spoken sentences are cached")
     serve.add_argument("--tts-cache-mb", default=_SUPPRESS, help="TTS cache size bound (1024; 0: off)")
+    serve.add_argument(
+        "--llm", default=_SUPPRESS, help="bundled (Gemma 3 270M), a GGUF file, openai (see --llm-url) or none"
+    )
+    serve.add_argument("--llm-url", default=_SUPPRESS, help="OpenAI-compatible base URL (vLLM, Ollama, ...)")
+    serve.add_argument("--llm-model", default=_SUPPRESS, help="model name for --llm-url")
+    serve.add_argument("--llm-api-key", default=_SUPPRESS, help="API key for --llm-url")
+    serve.add_argument("--llm-json-mode", default=_SUPPRESS, help="json_schema (default) or json_object")
+    serve.add_argument("--llm-system-prompt", default=_SUPPRESS, help="the conversation agent's instructions")
+    serve.add_argument("--llm-temperature", default=_SUPPRESS, help="sampling temperature (0.7)")
+    serve.add_argument("--llm-top-p", default=_SUPPRESS, help="nucleus sampling (0.95)")
+    serve.add_argument("--llm-max-tokens", default=_SUPPRESS, help="longest answer in tokens (256)")
+    serve.add_argument("--llm-timeout", default=_SUPPRESS, help="seconds before not-handled (60)")
+    serve.add_argument("--llm-history", default=_SUPPRESS, help="exchanges remembered per conversation (6)")
     _engine_flags(serve)
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files and print the text")
@@ -251,6 +264,11 @@ async def _models(settings: Settings, uri: str, prepare: bool, as_json: bool) ->
             started = time.perf_counter()
             path = bundled.prepare(settings.cache_dir, sys.stderr.isatty())
             print(f"prepared {name} in {time.perf_counter() - started:.1f} s: {path}", file=sys.stderr)
+        from .engine.llm import bundled_gguf
+
+        started = time.perf_counter()
+        gguf = bundled_gguf(settings.cache_dir)
+        print(f"prepared the bundled LLM in {time.perf_counter() - started:.1f} s: {gguf}", file=sys.stderr)
     catalogue = registry.catalogue()
     server = await _resident_on(uri)
     if as_json:

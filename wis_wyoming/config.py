@@ -71,6 +71,17 @@ class Settings:
     voices_dir: Path | None = None  # None: <cache_dir>/voices
     tts_cache_dir: Path | None = None  # None: <cache_dir>/tts
     tts_cache_mb: int = 1024  # 0 turns the cache off
+    llm: str = "bundled"  # "bundled" (Gemma 3 270M), a GGUF path, "openai" (llm_url) or "none"
+    llm_url: str | None = None  # OpenAI-compatible base URL, e.g. http://host:8000/v1
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    llm_json_mode: str = "json_schema"
+    llm_system_prompt: str | None = None
+    llm_temperature: float = 0.7
+    llm_top_p: float = 0.95
+    llm_max_tokens: int = 256
+    llm_timeout: float = 60.0
+    llm_history: int = 6
     log_level: str = "INFO"
 
     @property
@@ -169,6 +180,17 @@ SCHEMA = vol.Schema(
         vol.Required("voices_dir"): vol.Any(None, vol.All(str, vol.Length(min=1), vol.Coerce(Path))),
         vol.Required("tts_cache_dir"): vol.Any(None, vol.All(str, vol.Length(min=1), vol.Coerce(Path))),
         vol.Required("tts_cache_mb"): vol.All(vol.Coerce(int), vol.Range(min=0, max=1_000_000)),
+        vol.Required("llm"): vol.All(str, vol.Length(min=1)),
+        vol.Required("llm_url"): vol.Any(None, vol.All(str, vol.Match(r"^https?://"))),
+        vol.Required("llm_model"): _optional_text,
+        vol.Required("llm_api_key"): _optional_text,
+        vol.Required("llm_json_mode"): vol.In(("json_schema", "json_object")),
+        vol.Required("llm_system_prompt"): _optional_text,
+        vol.Required("llm_temperature"): vol.All(vol.Coerce(float), vol.Range(min=0.0, max=2.0)),
+        vol.Required("llm_top_p"): vol.All(vol.Coerce(float), vol.Range(min=0.0, max=1.0)),
+        vol.Required("llm_max_tokens"): vol.All(vol.Coerce(int), vol.Range(min=1, max=8192)),
+        vol.Required("llm_timeout"): vol.All(vol.Coerce(float), vol.Range(min=1.0, max=3600.0)),
+        vol.Required("llm_history"): vol.All(vol.Coerce(int), vol.Range(min=0, max=100)),
         vol.Required("log_level"): vol.All(vol.Upper, vol.In(("DEBUG", "INFO", "WARNING", "ERROR"))),
     }
 )

@@ -1,4 +1,5 @@
-"""One Wyoming connection: describe, select-program, transcribe and audio streams.
+"""One Wyoming connection: describe, select-program, transcribe and audio streams, and the
+synthesis events (handed to `wyoming_tts.TtsSession`).
 
 A connection serves any number of requests in turn. A request is an optional `transcribe`, then
 `audio-start`, `audio-chunk`s and `audio-stop`. Audio is decoded while it arrives (the engine's
@@ -33,12 +34,15 @@ from wyoming.server import AsyncEventHandler
 
 from ..engine.asr import AsrEngine, TranscriptionOptions
 from ..engine.audio import PcmFormat, StreamingResampler
+from ..engine.conversation import ConversationAgent
+from ..engine.intents import IntentRecognizer
 from ..engine.streaming import StreamingPolicy, TranscriptStream
 from ..engine.tts import TtsEngine
 from ..engine.vad import ENDPOINT_SILENCE_SECONDS
 from ..errors import AudioTooLongError, InvalidRequestError, WisError
 from .wyoming_events import ProtocolError, read_event
 from .wyoming_info import ASR_PROGRAM_NAME, info_event
+from .wyoming_llm import LlmSession, is_llm_event
 from .wyoming_tts import TtsSession, close_quietly, is_tts_event
 
 _LOGGER = logging.getLogger(__name__)
@@ -62,6 +66,8 @@ class WyomingService:
     vad_endpoint: bool = False  # answer when the speaker stops, before audio-stop
     policy: StreamingPolicy = field(default_factory=StreamingPolicy)
     tts: TtsEngine | None = None
+    agent: ConversationAgent | None = None
+    recognizer: IntentRecognizer | None = None
     background: set[asyncio.Task] = field(default_factory=set)
 
     def warm_up(self, model: str | None) -> None:
@@ -148,6 +154,7 @@ class WyomingHandler(AsyncEventHandler):
         self._request_refused = False  # the last transcribe was refused: so is its audio
         self._stream: _AudioStream | None = None
         self._tts = TtsSession(service.tts, self.write_event, self._send_error) if service.tts else None
+        self._llm = LlmSession(service.agent, service.recognizer, self.write_event)
 
     async def write_event(self, event: Event) -> None:
         # asyncio fails with AttributeError, not ConnectionError, on a transport the client
@@ -220,6 +227,8 @@ class WyomingHandler(AsyncEventHandler):
             return await self._on_audio_stop()
         elif Transcribe.is_type(event.type):
             self._on_transcribe(event)
+        elif is_llm_event(event.type):
+            await self._llm.handle(event)
         elif is_tts_event(event.type):
             if self._tts is None:
                 raise InvalidRequestError("text to speech is not enabled on this server")
@@ -231,6 +240,8 @@ class WyomingHandler(AsyncEventHandler):
                     self.service.stream_transcripts,
                     not self.service.vad_endpoint,
                     self.service.tts,
+                    self.service.agent,
+                    self.service.recognizer,
                 )
             )
         elif SelectProgram.is_type(event.type):

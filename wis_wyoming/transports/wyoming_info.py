@@ -7,7 +7,10 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, Tt
 
 from .. import __version__
 from ..engine.asr import AsrEngine
+from ..engine.conversation import ConversationAgent
+from ..engine.intents import IntentRecognizer
 from ..engine.tts import TtsEngine
+from .wyoming_llm import handle_program, intent_program
 
 ASR_PROGRAM_NAME = "wis-wyoming"
 TTS_PROGRAM_NAME = "wis-piper"
@@ -44,6 +47,8 @@ def build_info(
     streaming: bool = True,
     requires_external_vad: bool = True,
     tts: TtsEngine | None = None,
+    agent: ConversationAgent | None = None,
+    recognizer: IntentRecognizer | None = None,
 ) -> Info:
     models = [
         AsrModel(
@@ -69,7 +74,12 @@ def build_info(
         prefers_auto_gain_enabled=False,
         prefers_noise_reduction_enabled=False,
     )
-    return Info(asr=[program], tts=[tts_program(tts)] if tts is not None else [])
+    return Info(
+        asr=[program],
+        tts=[tts_program(tts)] if tts is not None else [],
+        handle=[handle_program(agent)] if agent is not None else [],
+        intent=[intent_program(recognizer)] if recognizer is not None else [],
+    )
 
 
 def info_event(
@@ -77,9 +87,11 @@ def info_event(
     streaming: bool = True,
     requires_external_vad: bool = True,
     tts: TtsEngine | None = None,
+    agent: ConversationAgent | None = None,
+    recognizer: IntentRecognizer | None = None,
 ) -> Event:
     """The info event, plus a `wis` block (ignored by other clients) saying what is resident."""
-    event = build_info(engine, streaming, requires_external_vad, tts).event()
+    event = build_info(engine, streaming, requires_external_vad, tts, agent, recognizer).event()
     event.data["wis"] = {
         "version": __version__,
         "default_model": engine.defaults.model,
