@@ -20,11 +20,14 @@ from wyoming.info import Describe, Info
 from wyoming.intent import Intent, NotRecognized, Recognize
 
 from wis_wyoming.app import WisServer
+from wis_wyoming.engine.asr import TranscriptionOptions
+from wis_wyoming.engine.audio import decode_file
 from wis_wyoming.engine.conversation import AgentSettings, ConversationAgent
 from wis_wyoming.engine.intents import INTENTS, SLOTS, IntentRecognizer, parse_intent
 from wis_wyoming.engine.llm import GenerationOptions, OpenAiBackend, bundled_gguf
+from wis_wyoming.engine.voice_chain import VoiceChain
 
-from .conftest import corpus, reference_text
+from .conftest import corpus, reference_text, speech
 
 NOT_COMMANDS = ["What is the capital of France?", "Tell me a joke about cats.", "Who wrote Hamlet?"]
 
@@ -195,3 +198,25 @@ async def test_a_backend_that_fails_or_hangs_gets_not_handled(base_settings):
                 assert event.type == "not-recognized" and reason in event.data["text"]
     finally:
         hanging.close()
+
+
+async def test_the_voice_chain_speaks_before_the_llm_has_finished(server):
+    # Seeded, so the answer has a first phrase to speak while the rest is written ("In the
+    # incubi, | the temperature is about 24 degrees Celsius." from the 270M base model).
+    prompt = "You are a home assistant who explains things in detail, in at least five sentences."
+    generation = GenerationOptions(max_tokens=120, seed=1)
+    agent = ConversationAgent(server.llm, AgentSettings(system_prompt=prompt, generation=generation))
+    chain = VoiceChain(server.engine, agent, server.tts)
+    clip = speech("commands/whats_the_temperature_of_the_EcoBee.wav")
+    steps = [
+        step async for step in chain.run(decode_file(clip), "chain", TranscriptionOptions(model="tiny.en"))
+    ]
+    kinds = [step.kind for step in steps]
+    assert kinds[0] == "heard" and "temperature" in steps[0].text.lower()
+    assert kinds[-1] == "done" and kinds.count("done") == 1
+    spoken = [step for step in steps if step.kind == "spoken"]
+    said = "".join(step.text for step in steps if step.kind == "said").strip()
+    assert spoken and steps[-1].text == said
+    # Every word of the answer is spoken, and the first audio came while the LLM still wrote.
+    assert " ".join(step.text for step in spoken).split() == said.split()
+    assert len(spoken) >= 2 and spoken[0].at < steps[-1].at

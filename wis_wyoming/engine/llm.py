@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +106,15 @@ class LlamaCppBackend:
         except Exception as err:  # llama.cpp reports a bad file as a ValueError or an OSError
             raise LlmError(f"cannot load {model_path}: {err}") from err
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wis-llm")
-        _LOGGER.info("Loaded %s in %.2f s", self.name, time.perf_counter() - started)
+        # A model without a chat template (a base model, like the bundled Gemma 3 270M) is
+        # given the conversation as a dialogue to continue.
+        self.chat = "tokenizer.chat_template" in self._llama.metadata
+        _LOGGER.info(
+            "Loaded %s in %.2f s (%s)",
+            self.name,
+            time.perf_counter() - started,
+            "chat template" if self.chat else "no chat template: dialogue prompt",
+        )
 
     async def stream(
         self, messages: list[Message], options: GenerationOptions, schema: dict | None = None
@@ -117,19 +125,9 @@ class LlamaCppBackend:
 
         def generate() -> None:
             try:
-                chunks = self._llama.create_chat_completion(
-                    messages=messages,  # type: ignore[arg-type]
-                    temperature=options.temperature,
-                    top_p=options.top_p,
-                    max_tokens=options.max_tokens,
-                    seed=options.seed,
-                    stream=True,
-                    response_format={"type": "json_object", "schema": schema} if schema else None,  # type: ignore[typeddict-item]
-                )
-                for chunk in chunks:
+                for text in self._generate(messages, options, schema):
                     if cancelled.is_set():
                         break
-                    text = chunk["choices"][0]["delta"].get("content")  # type: ignore[index]
                     if text:
                         loop.call_soon_threadsafe(pieces.put_nowait, text)
             except Exception as err:
@@ -147,9 +145,69 @@ class LlamaCppBackend:
             cancelled.set()  # a client that stops listening stops the generation
             await asyncio.shield(job)
 
+    def _generate(
+        self, messages: list[Message], options: GenerationOptions, schema: dict | None
+    ) -> Iterator[str]:
+        """Text pieces, on the worker thread."""
+        from llama_cpp import LlamaGrammar
+
+        sampling: dict[str, Any] = {
+            "temperature": options.temperature,
+            "top_p": options.top_p,
+            "max_tokens": options.max_tokens,
+            "seed": options.seed,
+            "stream": True,
+        }
+        if self.chat:
+            response_format = {"type": "json_object", "schema": schema} if schema else None
+            chunks = self._llama.create_chat_completion(
+                messages=messages,  # type: ignore[arg-type]
+                response_format=response_format,  # type: ignore[arg-type]
+                **sampling,
+            )
+            for chunk in chunks:
+                yield chunk["choices"][0]["delta"].get("content") or ""  # type: ignore[index]
+            return
+        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False) if schema else None
+        completion = self._llama.create_completion(
+            dialogue_prompt(messages), stop=DIALOGUE_STOPS, grammar=grammar, **sampling
+        )
+        first = True
+        for chunk in completion:
+            text = chunk["choices"][0]["text"]  # type: ignore[index]
+            if first:  # the prompt ends with "Assistant:"; the answer's own space is not part of it
+                text, first = text.lstrip(), not text.strip()
+            yield text
+
     async def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
         self._llama.close()
+
+
+DIALOGUE_STOPS = ["\nUser:", "\nAssistant:", "\n\n"]
+# How a base model is shown what an assistant's answer looks like.
+DIALOGUE_EXAMPLE = [
+    {"role": "user", "content": "Hello, who are you?"},
+    {"role": "assistant", "content": "I am your home assistant. How can I help?"},
+    {"role": "user", "content": "How many days are in a week?"},
+    {"role": "assistant", "content": "There are seven days in a week."},
+    {"role": "user", "content": "What is the capital of Italy?"},
+    {"role": "assistant", "content": "The capital of Italy is Rome. It is known for its history."},
+]
+
+
+def dialogue_prompt(messages: list[Message]) -> str:
+    """The conversation as a plain-text dialogue ending where the assistant speaks next."""
+    system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+    turns = [m for m in messages if m["role"] != "system"]
+    if len(turns) == 1:
+        turns = [*DIALOGUE_EXAMPLE, *turns]
+    lines = [system, ""] if system else []
+    for message in turns:
+        speaker = "User" if message["role"] == "user" else "Assistant"
+        lines.append(f"{speaker}: {' '.join(message['content'].split())}")
+    lines.append("Assistant:")
+    return "\n".join(lines)
 
 
 class OpenAiBackend:
