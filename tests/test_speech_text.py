@@ -9,9 +9,16 @@ from wis_wyoming.engine.speech_text import (
     SentenceSplitter,
     SpeechPart,
     first_phrase,
-    split_sentences,
     spoken,
 )
+
+
+def split_sentences(text: str) -> list[str]:
+    splitter = SentenceSplitter()
+    sentences = splitter.push(text)
+    rest = splitter.flush()
+    return [*sentences, rest] if rest else sentences
+
 
 REPLY = "Dr. Smith arrives at 7:05. The price is 3.50 dollars! Is J. R. R. Tolkien here? No. 5 is."
 

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from .config import Settings
 from .engine.asr import AsrDefaults, AsrEngine
 from .engine.conversation import DEFAULT_SYSTEM_PROMPT, AgentSettings, ConversationAgent
-from .engine.hardware import plan_compute
+from .engine.hardware import ComputePlan, plan_compute
 from .engine.intents import IntentRecognizer
 from .engine.llm import GenerationOptions, LlamaCppBackend, LlmBackend, OpenAiBackend, bundled_gguf
 from .engine.models import ModelRegistry
@@ -47,11 +47,10 @@ def build_engine(settings: Settings) -> tuple[AsrEngine, list[str]]:
     return AsrEngine(registry, plan, defaults), names
 
 
-def build_tts(settings: Settings) -> TtsEngine | None:
+def build_tts(settings: Settings, plan: ComputePlan) -> TtsEngine | None:
     """Piper with the bundled voice and the voices directory, or None when TTS is off."""
     if not settings.tts:
         return None
-    plan = plan_compute(settings.device, settings.compute_type, settings.cpu_threads)
     cache = None
     if settings.tts_cache_mb > 0:
         cache = TtsCache(settings.tts_cache_path, settings.tts_cache_mb << 20)
@@ -115,7 +114,7 @@ class WisServer:
     async def start(self) -> None:
         self.engine, names = build_engine(self.settings)
         await self.engine.preload(names, self.progress)
-        self.tts = build_tts(self.settings)
+        self.tts = build_tts(self.settings, self.engine.plan)
         if self.tts is not None:
             await self.tts.preload()
         self.llm = await asyncio.to_thread(build_llm, self.settings, self.engine.plan.cpu_threads)

@@ -216,10 +216,3 @@ class ReplySplitter:
         if phrase is None:
             return [SpeechPart(sentence, False, False)]
         return [SpeechPart(phrase[0], False, True), SpeechPart(phrase[1], False, False)]
-
-
-def split_sentences(text: str) -> list[str]:
-    splitter = SentenceSplitter()
-    sentences = splitter.push(text)
-    rest = splitter.flush()
-    return [*sentences, rest] if rest else sentences

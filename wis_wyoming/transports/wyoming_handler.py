@@ -41,7 +41,7 @@ from ..engine.tts import TtsEngine
 from ..engine.vad import ENDPOINT_SILENCE_SECONDS
 from ..errors import AudioTooLongError, InvalidRequestError, WisError
 from .wyoming_events import ProtocolError, read_event
-from .wyoming_info import ASR_PROGRAM_NAME, info_event
+from .wyoming_info import ASR_PROGRAM_NAME, Programs, info_event
 from .wyoming_llm import LlmSession, is_llm_event
 from .wyoming_tts import TtsSession, close_quietly, is_tts_event
 
@@ -239,9 +239,7 @@ class WyomingHandler(AsyncEventHandler):
                     self.engine,
                     self.service.stream_transcripts,
                     not self.service.vad_endpoint,
-                    self.service.tts,
-                    self.service.agent,
-                    self.service.recognizer,
+                    Programs(self.service.tts, self.service.agent, self.service.recognizer),
                 )
             )
         elif SelectProgram.is_type(event.type):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from wyoming.event import Event
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, TtsVoice, TtsVoiceSpeaker
 
@@ -42,13 +44,20 @@ def tts_program(tts: TtsEngine) -> TtsProgram:
     )
 
 
+@dataclass(frozen=True)
+class Programs:
+    """What the server offers besides speech to text."""
+
+    tts: TtsEngine | None = None
+    agent: ConversationAgent | None = None
+    recognizer: IntentRecognizer | None = None
+
+
 def build_info(
     engine: AsrEngine,
     streaming: bool = True,
     requires_external_vad: bool = True,
-    tts: TtsEngine | None = None,
-    agent: ConversationAgent | None = None,
-    recognizer: IntentRecognizer | None = None,
+    programs: Programs | None = None,
 ) -> Info:
     models = [
         AsrModel(
@@ -74,11 +83,12 @@ def build_info(
         prefers_auto_gain_enabled=False,
         prefers_noise_reduction_enabled=False,
     )
+    programs = programs or Programs()
     return Info(
         asr=[program],
-        tts=[tts_program(tts)] if tts is not None else [],
-        handle=[handle_program(agent)] if agent is not None else [],
-        intent=[intent_program(recognizer)] if recognizer is not None else [],
+        tts=[tts_program(programs.tts)] if programs.tts is not None else [],
+        handle=[handle_program(programs.agent)] if programs.agent is not None else [],
+        intent=[intent_program(programs.recognizer)] if programs.recognizer is not None else [],
     )
 
 
@@ -86,12 +96,10 @@ def info_event(
     engine: AsrEngine,
     streaming: bool = True,
     requires_external_vad: bool = True,
-    tts: TtsEngine | None = None,
-    agent: ConversationAgent | None = None,
-    recognizer: IntentRecognizer | None = None,
+    programs: Programs | None = None,
 ) -> Event:
     """The info event, plus a `wis` block (ignored by other clients) saying what is resident."""
-    event = build_info(engine, streaming, requires_external_vad, tts, agent, recognizer).event()
+    event = build_info(engine, streaming, requires_external_vad, programs).event()
     event.data["wis"] = {
         "version": __version__,
         "default_model": engine.defaults.model,

@@ -34,44 +34,31 @@ LANGUAGES = ["en"]
 WriteEvent = Callable[[Event], Awaitable[None]]
 
 
+def _artifact(name: str, description: str) -> dict:
+    """The fields every Wyoming program and model entry has."""
+    return {
+        "name": name,
+        "attribution": ATTRIBUTION,
+        "installed": True,
+        "description": description,
+        "version": __version__,
+    }
+
+
 def handle_program(agent: ConversationAgent) -> HandleProgram:
+    model = HandleModel(**_artifact(agent.backend.name, agent.backend.name), languages=LANGUAGES)
     return HandleProgram(
-        name=HANDLE_PROGRAM_NAME,
-        attribution=ATTRIBUTION,
-        installed=True,
-        description="An LLM conversation agent, answers streamed as they are written",
-        version=__version__,
-        models=[
-            HandleModel(
-                name=agent.backend.name,
-                attribution=ATTRIBUTION,
-                installed=True,
-                description=agent.backend.name,
-                version=None,
-                languages=LANGUAGES,
-            )
-        ],
+        **_artifact(HANDLE_PROGRAM_NAME, "An LLM conversation agent, answers streamed as they are written"),
+        models=[model],
         supports_handled_streaming=True,
     )
 
 
 def intent_program(recognizer: IntentRecognizer) -> IntentProgram:
+    name = recognizer.backend.name
     return IntentProgram(
-        name=INTENT_PROGRAM_NAME,
-        attribution=ATTRIBUTION,
-        installed=True,
-        description="Home Assistant intents by constrained decoding",
-        version=__version__,
-        models=[
-            IntentModel(
-                name=recognizer.backend.name,
-                attribution=ATTRIBUTION,
-                installed=True,
-                description=recognizer.backend.name,
-                version=None,
-                languages=LANGUAGES,
-            )
-        ],
+        **_artifact(INTENT_PROGRAM_NAME, "Home Assistant intents by constrained decoding"),
+        models=[IntentModel(**_artifact(name, name), languages=LANGUAGES)],
     )
 
 
