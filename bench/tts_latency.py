@@ -109,6 +109,9 @@ async def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="times each reply is spoken per mode")
     parser.add_argument("--piece-delay", type=float, default=0.05, help="seconds between streamed pieces")
+    parser.add_argument(
+        "--pause", type=float, default=0.5, help="seconds between requests (replies are not back to back)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -149,6 +152,7 @@ async def main() -> int:
                         streaming = mode == "streaming"
                         timing = await ask(run.port, reply, streaming, args.piece_delay, extra[run.name])
                         figures[run.name].timings.setdefault(mode, []).append(timing)
+                        await asyncio.sleep(args.pause)
         hits = []
         for reply in REPLIES:
             await ask(ours.port, reply, False, 0.0, {})

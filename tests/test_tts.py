@@ -148,6 +148,12 @@ async def test_unknown_voice_and_bad_options_get_clear_errors(server):
         assert Error.from_event(await client.read_event()).code == "invalid-request"
         await client.write_event(SynthesizeChunk(text="orphan").event())
         assert Error.from_event(await client.read_event()).code == "invalid-request"
+        # A stream that never ends its text is cut off at the text limit, and still answered.
+        await client.write_event(SynthesizeStart().event())
+        await client.write_event(SynthesizeChunk(text="la " * 7000).event())
+        assert Error.from_event(await client.read_event()).code == "invalid-request"
+        await client.write_event(SynthesizeStop().event())
+        assert (await client.read_event()).type == "synthesize-stopped"
         # The connection still works.
         await client.write_event(Synthesize(text="Still here.").event())
         types, _, pcm = await read_speech(client)

@@ -147,6 +147,7 @@ PHRASE_STARTERS = frozenset({
     "to", "in", "on", "at", "for", "with", "from", "of", "by", "about", "after", "before",
 })  # fmt: skip
 MIN_REST_WORDS = 2
+MAX_PHRASE_WORDS = 30  # a first "phrase" longer than this is no phrase: the sentence goes whole
 
 
 def _phrase_cut(words: list[str]) -> int | None:
@@ -154,7 +155,7 @@ def _phrase_cut(words: list[str]) -> int | None:
     or before the first word that starts a phrase (three words in), whichever comes first,
     with at least two words after it. Only the words seen so far decide, so text that is still
     arriving is cut where the whole sentence would be."""
-    for index in range(2, len(words) - MIN_REST_WORDS + 1):
+    for index in range(2, min(len(words) - MIN_REST_WORDS + 1, MAX_PHRASE_WORDS + 1)):
         after_comma = words[index - 1].endswith((",", ";", ":"))
         starter = index >= 3 and re.sub(r"\W", "", words[index]).lower() in PHRASE_STARTERS
         if after_comma or starter:
@@ -193,9 +194,11 @@ class ReplySplitter:
     def push(self, text: str) -> list[SpeechPart]:
         parts = [part for sentence in self._sentences.push(text) for part in self._parts(sentence)]
         if self.quick_start and self._spoken_sentences == 0 and self._head_words is None:
-            pending = self._sentences.pending
+            # Only the sentence's first words can hold its first phrase: a long stream without
+            # a stop is not split again and again.
+            pending = self._sentences.pending[: 40 * (MAX_PHRASE_WORDS + MIN_REST_WORDS)]
             complete = pending.split() if pending[-1:].isspace() else pending.split()[:-1]
-            cut = _phrase_cut(complete)
+            cut = _phrase_cut(complete[: MAX_PHRASE_WORDS + MIN_REST_WORDS])
             if cut is not None:
                 self._head_words = cut
                 parts.append(SpeechPart(" ".join(complete[:cut]), False, True))

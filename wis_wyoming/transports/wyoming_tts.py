@@ -25,7 +25,7 @@ from wyoming.event import Event
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from ..engine.speech_text import ReplySplitter, SpeechPart
-from ..engine.tts import SpokenSentence, SynthesisOptions, TtsEngine
+from ..engine.tts import MAX_TEXT_CHARS, SpokenSentence, SynthesisOptions, TtsEngine
 from ..errors import InvalidRequestError, WisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class _Stream:
     parts: asyncio.Queue[SpeechPart | None] = field(default_factory=asyncio.Queue)
     speaker: asyncio.Task | None = None
     failed: bool = False
+    chars: int = 0  # text received so far
 
     @staticmethod
     def of(options: SynthesisOptions, failed: bool = False) -> _Stream:
@@ -139,6 +140,10 @@ class TtsSession:
         text = event.data.get("text")
         if not isinstance(text, str):
             raise InvalidRequestError("synthesize-chunk needs a 'text' string")
+        stream.chars += len(text)
+        if stream.chars > MAX_TEXT_CHARS and not stream.failed:
+            stream.failed = True  # what was spoken stays spoken; the rest is dropped
+            raise InvalidRequestError(f"streamed text is longer than {MAX_TEXT_CHARS} characters")
         if not stream.failed:
             for part in stream.splitter.push(text):
                 stream.parts.put_nowait(part)
