@@ -12,7 +12,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
-from wyoming.info import Describe, Info
+from wyoming.info import Describe, Info, SelectProgram
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
 from wis_wyoming.engine.asr import TranscriptionOptions
@@ -110,6 +110,14 @@ async def test_streamed_text_is_spoken_sentence_by_sentence_before_it_ends(serve
         "audio-stop",
         "synthesize-stopped",
     ]
+
+
+async def test_the_tts_program_can_be_selected_and_spoken_with(server):
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        await client.write_event(SelectProgram(name="wis-piper").event())
+        await client.write_event(Synthesize(text="Selected.").event())
+        types, _, pcm = await read_speech(client)
+    assert types[0] == "audio-start" and types[-1] == "audio-stop" and len(pcm) > 5000
 
 
 async def test_streamed_and_whole_text_give_the_same_audio(server):

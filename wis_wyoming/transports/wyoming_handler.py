@@ -41,13 +41,14 @@ from ..engine.tts import TtsEngine
 from ..engine.vad import ENDPOINT_SILENCE_SECONDS
 from ..errors import AudioTooLongError, InvalidRequestError, WisError
 from .wyoming_events import ProtocolError, read_event
-from .wyoming_info import ASR_PROGRAM_NAME, Programs, info_event
-from .wyoming_llm import LlmSession, is_llm_event
+from .wyoming_info import ASR_PROGRAM_NAME, TTS_PROGRAM_NAME, Programs, info_event
+from .wyoming_llm import HANDLE_PROGRAM_NAME, INTENT_PROGRAM_NAME, LlmSession, is_llm_event
 from .wyoming_tts import TtsSession, close_quietly, is_tts_event
 
 _LOGGER = logging.getLogger(__name__)
 
 
+OTHER_PROGRAMS = frozenset({TTS_PROGRAM_NAME, HANDLE_PROGRAM_NAME, INTENT_PROGRAM_NAME})
 # Events whose failure spoils the request they belong to.
 _REQUEST_EVENTS = frozenset({"transcribe", "audio-start", "audio-chunk"})
 
@@ -257,6 +258,8 @@ class WyomingHandler(AsyncEventHandler):
         name = event.data.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidRequestError("select-program needs a program name")
+        if name in OTHER_PROGRAMS:
+            return  # speech to text keeps its model; the other programs have one each
         if name == ASR_PROGRAM_NAME:
             self._connection_model = None
             return
