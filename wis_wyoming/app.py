@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
+
+from aiohttp import web
 
 from .config import Settings
 from .engine.asr import AsrDefaults, AsrEngine
@@ -21,6 +24,7 @@ from .engine.tts import TtsDefaults, TtsEngine
 from .engine.tts_cache import TtsCache
 from .engine.voices import VoiceCatalogue
 from .errors import ConfigError
+from .transports.http_api import HttpServices, start_http
 from .transports.wyoming_handler import WyomingHandler, WyomingService
 from .transports.zeroconf import ZeroconfAdvertiser, advertised_addresses
 
@@ -99,6 +103,7 @@ class WisServer:
         self.engine: AsrEngine | None = None
         self.tts: TtsEngine | None = None
         self.llm: LlmBackend | None = None
+        self._http: web.AppRunner | None = None
         self.agent: ConversationAgent | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
@@ -163,9 +168,24 @@ class WisServer:
             )
             await self._advertiser.start()
         if self.settings.http_port is not None:
-            _LOGGER.warning("HTTP transport is not part of this build yet; http_port is ignored")
+            services = HttpServices(
+                self.engine,
+                self.tts,
+                self.agent,
+                self.settings.api_key,
+                self.settings.max_audio_seconds,
+                time.monotonic(),
+            )
+            host = uri.hostname if uri.scheme == "tcp" and uri.hostname else "0.0.0.0"
+            try:
+                self._http = await start_http(services, host, self.settings.http_port)
+            except OSError as err:
+                raise ConfigError(f"cannot listen on HTTP port {self.settings.http_port}: {err}") from err
 
     async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
         if self._advertiser is not None:
             with contextlib.suppress(Exception):
                 await self._advertiser.stop()

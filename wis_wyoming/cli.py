@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--zeroconf", nargs="?", const="wis-wyoming", default=_SUPPRESS, help="advertise over mDNS [as NAME]"
     )
     serve.add_argument("--zeroconf-interfaces", default=_SUPPRESS, help="interface addresses for mDNS")
-    serve.add_argument("--http-port", default=_SUPPRESS, help="HTTP API port (reserved for the HTTP API)")
+    serve.add_argument("--http-port", default=_SUPPRESS, help="HTTP API port (WIS-compatible; e.g. 19000)")
+    serve.add_argument("--api-key", default=_SUPPRESS, help="key the HTTP API wants (X-API-Key or Bearer)")
     serve.add_argument("--max-queue", default=_SUPPRESS, help="requests in flight per model before refusing")
     serve.add_argument(
         "--max-batch", default=_SUPPRESS, help="passes of concurrent requests decoded together (1: none)"

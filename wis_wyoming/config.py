@@ -82,6 +82,7 @@ class Settings:
     llm_max_tokens: int = 256
     llm_timeout: float = 60.0
     llm_history: int = 6
+    api_key: str | None = None  # wanted on every HTTP route but /api/ping when set
     log_level: str = "INFO"
 
     @property
@@ -191,6 +192,7 @@ SCHEMA = vol.Schema(
         vol.Required("llm_max_tokens"): vol.All(vol.Coerce(int), vol.Range(min=1, max=8192)),
         vol.Required("llm_timeout"): vol.All(vol.Coerce(float), vol.Range(min=1.0, max=3600.0)),
         vol.Required("llm_history"): vol.All(vol.Coerce(int), vol.Range(min=0, max=100)),
+        vol.Required("api_key"): _optional_text,
         vol.Required("log_level"): vol.All(vol.Upper, vol.In(("DEBUG", "INFO", "WARNING", "ERROR"))),
     }
 )

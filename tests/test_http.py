@@ -1,0 +1,126 @@
+"""The WIS-compatible HTTP API, with real audio over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import socket
+import wave
+from dataclasses import dataclass, replace
+
+import aiohttp
+import jiwer
+import pytest_asyncio
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from wis_wyoming.app import WisServer
+
+from .conftest import reference_text, speech
+
+normalise = EnglishTextNormalizer()
+LIBRI = speech("librispeech/1089-134686-0000.wav")
+DOOR = speech("commands/lock_the_Front_Door.wav")
+KEY = "kitchen-secret"
+URL = "http://127.0.0.1:{}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Http:
+    session: aiohttp.ClientSession  # sends the API key
+    url: str
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def http(base_settings):
+    """tiny.en, Piper and the LLM behind the HTTP API, with an API key."""
+    port = free_port()
+    settings = replace(base_settings, models=["tiny.en"], http_port=port, api_key=KEY)
+    headers = {"X-API-Key": KEY}
+    async with WisServer(settings), aiohttp.ClientSession(URL.format(port), headers=headers) as session:
+        yield Http(session, URL.format(port))
+
+
+def form(path, field: str = "audio_file") -> aiohttp.FormData:
+    data = aiohttp.FormData()
+    data.add_field(field, path.read_bytes(), filename=path.name, content_type="audio/wav")
+    return data
+
+
+async def test_ping_needs_no_key_and_the_rest_does(http):
+    async with http.session.get("/api/status") as response:  # the fixture's session sends the key
+        assert response.status == 200
+    async with aiohttp.ClientSession(http.url) as anonymous:
+        async with anonymous.get("/api/ping") as response:
+            assert response.status == 200 and await response.text() == "pong"
+        async with anonymous.get("/api/status") as response:
+            assert response.status == 401 and (await response.json())["error"] == "unauthorized"
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with anonymous.get("/api/status", headers=headers) as response:
+            assert response.status == 200
+
+
+async def test_status_reports_models_voices_and_llm(http):
+    async with http.session.get("/api/status") as response:
+        status = await response.json()
+    assert status["asr"]["resident"] == ["tiny.en"] and status["uptime_s"] >= 0
+    assert "en_US-joe-medium" in status["tts"]["voices"] and status["llm"]
+
+
+async def test_asr_answers_in_the_wis_shape(http):
+    async with http.session.post("/api/asr", params={"beam_size": "1"}, data=form(LIBRI)) as response:
+        assert response.status == 200
+        body = await response.json()
+    assert set(body) == {"text", "language", "infer_time", "infer_speedup", "audio_duration"}
+    assert jiwer.wer(normalise(reference_text(LIBRI)), normalise(body["text"])) < 0.15
+    assert body["language"] == "en" and 10000 < body["audio_duration"] < 11000
+    assert body["infer_time"] > 0 and body["infer_speedup"] > 1
+
+
+async def test_bad_asr_requests_get_json_4xx(http):
+    cases = [
+        ({"beam_size": "wide"}, form(DOOR), 400, "invalid-request"),
+        ({"force_language": "klingon"}, form(DOOR), 400, "invalid-request"),
+        ({"model": "huge"}, form(DOOR), 400, "unknown-model"),
+        ({}, form(DOOR, field="file"), 400, "invalid-request"),
+    ]
+    for params, data, status, code in cases:
+        async with http.session.post("/api/asr", params=params, data=data) as response:
+            assert response.status == status, params
+            assert (await response.json())["error"] == code
+    garbage = aiohttp.FormData()
+    garbage.add_field("audio_file", b"this is not audio at all" * 100, filename="x.wav")
+    async with http.session.post("/api/asr", data=garbage) as response:
+        assert response.status == 400 and (await response.json())["error"] == "invalid-audio"
+    async with http.session.post("/api/asr", data=b"raw") as response:
+        assert response.status == 400
+    async with http.session.get("/api/nothing-here") as response:
+        assert response.status == 404 and "error" in await response.json()
+
+
+async def test_tts_returns_wav_and_says_when_it_came_from_the_cache(http):
+    params = {"text": "The back door is open.", "voice": "en_US-joe-medium"}
+    async with http.session.get("/api/tts", params=params) as response:
+        assert response.status == 200 and response.headers["X-WIS-Cache"] == "MISS"
+        first = await response.read()
+    async with http.session.get("/api/tts", params=params) as response:
+        assert response.headers["X-WIS-Cache"] == "HIT" and await response.read() == first
+    async with http.session.get("/api/tts", params={**params, "nocache": "true"}) as response:
+        assert response.headers["X-WIS-Cache"] == "MISS"
+    with wave.open(io.BytesIO(first)) as wav:
+        assert wav.getframerate() == 22050 and wav.getnframes() > 22050
+    async with http.session.get("/api/tts", params={"text": "Hi.", "voice": "nobody"}) as response:
+        assert response.status == 400 and (await response.json())["error"] == "unknown-voice"
+
+
+async def test_llm_and_its_wis_alias_answer(http):
+    for route in ("/api/llm", "/api/chatbot"):
+        async with http.session.get(route, params={"text": "What color is grass?"}) as response:
+            assert response.status == 200
+            assert (await response.json())["text"]
+    async with http.session.get("/api/llm") as response:
+        assert response.status == 400

@@ -1,0 +1,239 @@
+"""HTTP API, compatible with the Willow Inference Server (WIS), on aiohttp.
+
+This first part serves `/api/ping`, `/api/status`, `/api/asr` (WIS's shapes), `/api/tts` (with
+`X-WIS-Cache`) and `/api/llm` (alias `/api/chatbot`). Every error is a JSON body
+`{"error": code, "message": ...}` with a 4xx status (503 when overloaded), never a traceback.
+With an API key set, every route but `/api/ping` wants `X-API-Key` or `Authorization: Bearer`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import logging
+import time
+import wave
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from aiohttp import web
+from faster_whisper import decode_audio
+
+from .. import __version__
+from ..engine.asr import AsrEngine, TranscriptionOptions
+from ..engine.audio import WHISPER_RATE
+from ..engine.conversation import ConversationAgent
+from ..engine.languages import WHISPER_LANGUAGES
+from ..engine.llm import LlmError
+from ..engine.tts import SynthesisOptions, TtsEngine
+from ..errors import AudioTooLongError, InvalidAudioError, InvalidRequestError, OverloadedError, WisError
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 << 20
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass
+class HttpServices:
+    asr: AsrEngine
+    tts: TtsEngine | None = None
+    agent: ConversationAgent | None = None
+    api_key: str | None = None
+    max_audio_seconds: float = 120.0
+    started: float = 0.0
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "").strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise InvalidRequestError(f"{name} must be true or false, got {value!r}")
+
+
+def _int(request: web.Request, name: str, low: int, high: int) -> int | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except ValueError as err:
+        raise InvalidRequestError(f"{name} must be an integer, got {value!r}") from err
+    if not low <= number <= high:
+        raise InvalidRequestError(f"{name} must be from {low} to {high}, got {number}")
+    return number
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    try:
+        return await handler(request)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        return web.json_response({"error": "http", "message": err.reason}, status=err.status)
+    except OverloadedError as err:
+        return web.json_response({"error": err.code, "message": str(err)}, status=503)
+    except LlmError as err:  # the model behind us failed, not the request
+        return web.json_response({"error": err.code, "message": str(err)}, status=502)
+    except WisError as err:
+        return web.json_response({"error": err.code, "message": str(err)}, status=400)
+    except Exception as err:  # a bug costs one request
+        _LOGGER.exception("Internal error on %s", request.path)
+        return web.json_response({"error": "internal-error", "message": str(err)}, status=500)
+
+
+def _auth(api_key: str | None):
+    @web.middleware
+    async def check(request: web.Request, handler):
+        if api_key and request.path != "/api/ping":
+            given = request.headers.get("X-API-Key") or ""
+            bearer = request.headers.get("Authorization", "")
+            if bearer.lower().startswith("bearer "):
+                given = given or bearer[7:].strip()
+            if not hmac.compare_digest(given.encode(), api_key.encode()):
+                return web.json_response(
+                    {"error": "unauthorized", "message": "a valid X-API-Key or Bearer token is needed"},
+                    status=401,
+                )
+        return await handler(request)
+
+    return check
+
+
+class HttpApi:
+    def __init__(self, services: HttpServices) -> None:
+        self.services = services
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES, middlewares=[_errors, _auth(self.services.api_key)]
+        )
+        app.router.add_get("/api/ping", self.ping)
+        app.router.add_get("/api/status", self.status)
+        app.router.add_post("/api/asr", self.asr)
+        app.router.add_get("/api/tts", self.tts)
+        app.router.add_get("/api/llm", self.llm)
+        app.router.add_get("/api/chatbot", self.llm)  # WIS's name for it
+        return app
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.Response(text="pong")
+
+    async def status(self, request: web.Request) -> web.Response:
+        services = self.services
+        asr = services.asr
+        body = {
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - services.started, 1),
+            "device": asr.plan.describe(),
+            "asr": {"default_model": asr.defaults.model, "resident": sorted(asr.resident)},
+            "tts": None,
+            "llm": services.agent.backend.name if services.agent else None,
+        }
+        if services.tts is not None:
+            cache = services.tts.cache
+            body["tts"] = {
+                "voices": [voice.name for voice in services.tts.catalogue.voices()],
+                "cache_entries": len(cache) if cache else 0,
+                "cache_bytes": cache.size_bytes if cache else 0,
+            }
+        return web.json_response(body)
+
+    async def asr(self, request: web.Request) -> web.Response:
+        audio = await self._audio_of(request)
+        language = request.query.get("force_language") or None
+        if language is not None and language not in WHISPER_LANGUAGES:
+            raise InvalidRequestError(f"force_language {language!r} is not a Whisper language code")
+        detect = _flag(request, "detect_language")
+        options = TranscriptionOptions(
+            model=request.query.get("model") or None,
+            language="auto" if detect and language is None else language,
+            beam_size=_int(request, "beam_size", 1, 20),
+        )
+        started = time.perf_counter()
+        result = await self.services.asr.transcribe(audio, options)
+        body: dict = {"text": result.text, "language": result.language}
+        if _flag(request, "translate"):
+            translated = await self.services.asr.transcribe(
+                audio, TranscriptionOptions(model=options.model, language=result.language, task="translate")
+            )
+            body["translation"] = translated.text
+        infer = time.perf_counter() - started
+        duration = len(audio) / WHISPER_RATE
+        body |= {
+            "infer_time": round(infer * 1000, 1),  # ms, as WIS reports it
+            "infer_speedup": round(duration / infer, 1) if infer > 0 else None,
+            "audio_duration": round(duration * 1000, 1),
+        }
+        return web.json_response(body)
+
+    async def _audio_of(self, request: web.Request) -> np.ndarray:
+        if not request.content_type.startswith("multipart/"):
+            raise InvalidRequestError("send the audio as multipart/form-data in the field 'audio_file'")
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if getattr(part, "name", None) == "audio_file":
+                data = await part.read()  # type: ignore[union-attr]
+                break
+        else:
+            raise InvalidRequestError("the form has no 'audio_file' field")
+        if not data:
+            raise InvalidAudioError("audio_file is empty")
+        try:
+            audio = decode_audio(io.BytesIO(data), sampling_rate=WHISPER_RATE)
+        except (av.error.FFmpegError, OSError, ValueError, IndexError) as err:
+            raise InvalidAudioError(f"audio_file cannot be decoded: {err}") from err
+        if len(audio) / WHISPER_RATE > self.services.max_audio_seconds:
+            raise AudioTooLongError(f"audio is longer than {self.services.max_audio_seconds:g} s")
+        return audio
+
+    async def tts(self, request: web.Request) -> web.Response:
+        tts = self.services.tts
+        if tts is None:
+            raise InvalidRequestError("text to speech is not enabled on this server")
+        text = request.query.get("text", "").strip()
+        if not text:
+            raise InvalidRequestError("text is required")
+        audio_format = request.query.get("format", "wav").lower()
+        if audio_format != "wav":
+            raise InvalidRequestError(f"format {audio_format!r} is not supported yet; use wav")
+        options = SynthesisOptions(
+            voice=request.query.get("voice") or None,
+            speaker=request.query.get("speaker") or None,
+            use_cache=not _flag(request, "nocache"),
+        )
+        parts = [part async for part in tts.speak(text, options)]
+        rate = parts[0].rate if parts else tts.voice(options).sample_rate
+        body = io.BytesIO()
+        with wave.open(body, "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(rate)
+            wav.writeframes(b"".join(part.pcm for part in parts))
+        cached = "HIT" if parts and all(part.cached for part in parts) else "MISS"
+        return web.Response(body=body.getvalue(), content_type="audio/wav", headers={"X-WIS-Cache": cached})
+
+    async def llm(self, request: web.Request) -> web.Response:
+        agent = self.services.agent
+        if agent is None:
+            raise InvalidRequestError("no LLM is enabled on this server")
+        text = request.query.get("text", "").strip()
+        if not text:
+            raise InvalidRequestError("text is required")
+        conversation = request.query.get("conversation_id") or None
+        answer = "".join([piece async for piece in agent.reply(text, conversation)]).strip()
+        return web.json_response({"text": answer})
+
+
+async def start_http(services: HttpServices, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(HttpApi(services).app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    _LOGGER.info("HTTP API listening on http://%s:%d", host, port)
+    return runner
