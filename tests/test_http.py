@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import wave
@@ -14,7 +15,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from wis_wyoming.app import WisServer
 
-from .conftest import reference_text, speech
+from .conftest import read_wav, reference_text, speech
 
 normalise = EnglishTextNormalizer()
 LIBRI = speech("librispeech/1089-134686-0000.wav")
@@ -124,3 +125,56 @@ async def test_llm_and_its_wis_alias_answer(http):
             assert (await response.json())["text"]
     async with http.session.get("/api/llm") as response:
         assert response.status == 400
+
+
+async def paced(data: bytes, bytes_per_second: float, step: int = 3200):
+    """The body in chunks, at `bytes_per_second` (a Willow device streams while the user speaks)."""
+    for offset in range(0, len(data), step):
+        yield data[offset : offset + step]
+        await asyncio.sleep(step / bytes_per_second)
+
+
+PCM_HEADERS = {"x-audio-sample-rate": "16000", "x-audio-bits": "16", "x-audio-channel": "1"}
+
+
+async def test_willow_pcm_streamed_in_chunks_is_transcribed(http):
+    pcm, rate, width, _ = read_wav(LIBRI)
+    headers = {**PCM_HEADERS, "x-audio-codec": "pcm"}
+    body = paced(pcm, 4 * rate * width)  # four times real time keeps the test short
+    async with http.session.post(
+        "/api/willow", params={"stats": "true"}, data=body, headers=headers
+    ) as response:
+        assert response.status == 200
+        answer = await response.json()
+    assert jiwer.wer(normalise(reference_text(LIBRI)), normalise(answer["text"])) < 0.15
+    assert answer["language"] == "en" and 10000 < answer["audio_duration"] < 11000
+    assert answer["infer_time"] >= 0
+
+
+async def test_willow_wav_body_uses_the_format_in_its_header(http):
+    headers = {
+        "x-audio-codec": "wav",
+        "x-audio-sample-rate": "44100",
+        "x-audio-bits": "8",
+    }  # the WAV knows better
+    body = paced(DOOR.read_bytes(), 200_000, step=1000)
+    async with http.session.post("/api/willow", data=body, headers=headers) as response:
+        assert response.status == 200
+        answer = await response.json()
+    assert set(answer) == {"text", "language"}
+    assert normalise(answer["text"]) == normalise(reference_text(DOOR))
+
+
+async def test_willow_refuses_missing_or_invalid_headers_with_json(http):
+    pcm = read_wav(DOOR)[0]
+    cases = [
+        ({"x-audio-codec": "pcm"}, "x-audio-sample-rate is required"),
+        ({**PCM_HEADERS, "x-audio-codec": "opus"}, "x-audio-codec must be one of"),
+        ({**PCM_HEADERS, "x-audio-bits": "12"}, "x-audio-bits must be 8, 16 or 32"),
+        ({**PCM_HEADERS, "x-audio-sample-rate": "fast"}, "must be an integer"),
+        ({**PCM_HEADERS, "x-audio-codec": "wav"}, "not a WAV file"),
+    ]
+    for headers, message in cases:
+        async with http.session.post("/api/willow", data=pcm, headers=headers) as response:
+            assert response.status == 400, headers
+            assert message in (await response.json())["message"]

@@ -1,8 +1,9 @@
 """HTTP API, compatible with the Willow Inference Server (WIS), on aiohttp.
 
-This first part serves `/api/ping`, `/api/status`, `/api/asr` (WIS's shapes), `/api/tts` (with
-`X-WIS-Cache`) and `/api/llm` (alias `/api/chatbot`). Every error is a JSON body
-`{"error": code, "message": ...}` with a 4xx status (503 when overloaded), never a traceback.
+This first part serves `/api/ping`, `/api/status`, `/api/asr` and `/api/willow` (WIS's shapes;
+see http_willow), `/api/tts` (with `X-WIS-Cache`) and `/api/llm` (alias `/api/chatbot`).
+Every error is a JSON body `{"error": code, "message": ...}` with a 4xx status (502 when the
+LLM fails, 503 when overloaded), never a traceback.
 With an API key set, every route but `/api/ping` wants `X-API-Key` or `Authorization: Bearer`.
 """
 
@@ -14,7 +15,7 @@ import logging
 import time
 import wave
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import av
 import numpy as np
@@ -29,6 +30,7 @@ from ..engine.languages import WHISPER_LANGUAGES
 from ..engine.llm import LlmError
 from ..engine.tts import SynthesisOptions, TtsEngine
 from ..errors import AudioTooLongError, InvalidAudioError, InvalidRequestError, OverloadedError, WisError
+from .http_willow import transcribe_body
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -106,6 +108,19 @@ def _auth(api_key: str | None):
     return check
 
 
+def _asr_options(request: web.Request) -> TranscriptionOptions:
+    """WIS's query: model, beam_size, detect_language, force_language."""
+    language = request.query.get("force_language") or None
+    if language is not None and language not in WHISPER_LANGUAGES:
+        raise InvalidRequestError(f"force_language {language!r} is not a Whisper language code")
+    detect = _flag(request, "detect_language")
+    return TranscriptionOptions(
+        model=request.query.get("model") or None,
+        language="auto" if detect and language is None else language,
+        beam_size=_int(request, "beam_size", 1, 20),
+    )
+
+
 class HttpApi:
     def __init__(self, services: HttpServices) -> None:
         self.services = services
@@ -117,6 +132,7 @@ class HttpApi:
         app.router.add_get("/api/ping", self.ping)
         app.router.add_get("/api/status", self.status)
         app.router.add_post("/api/asr", self.asr)
+        app.router.add_post("/api/willow", self.willow)
         app.router.add_get("/api/tts", self.tts)
         app.router.add_get("/api/llm", self.llm)
         app.router.add_get("/api/chatbot", self.llm)  # WIS's name for it
@@ -146,16 +162,8 @@ class HttpApi:
         return web.json_response(body)
 
     async def asr(self, request: web.Request) -> web.Response:
+        options = _asr_options(request)
         audio = await self._audio_of(request)
-        language = request.query.get("force_language") or None
-        if language is not None and language not in WHISPER_LANGUAGES:
-            raise InvalidRequestError(f"force_language {language!r} is not a Whisper language code")
-        detect = _flag(request, "detect_language")
-        options = TranscriptionOptions(
-            model=request.query.get("model") or None,
-            language="auto" if detect and language is None else language,
-            beam_size=_int(request, "beam_size", 1, 20),
-        )
         started = time.perf_counter()
         result = await self.services.asr.transcribe(audio, options)
         body: dict = {"text": result.text, "language": result.language}
@@ -171,6 +179,24 @@ class HttpApi:
             "infer_speedup": round(duration / infer, 1) if infer > 0 else None,
             "audio_duration": round(duration * 1000, 1),
         }
+        return web.json_response(body)
+
+    async def willow(self, request: web.Request) -> web.Response:
+        options = _asr_options(request)
+        stats = _flag(request, "stats")
+        translate = _flag(request, "translate")
+        if translate:
+            options = replace(options, task="translate")
+        text, language, duration, after_body = await transcribe_body(
+            request, self.services.asr, options, self.services.max_audio_seconds
+        )
+        body: dict = {"text": text, "language": language}
+        if stats:
+            body |= {
+                "infer_time": round(after_body * 1000, 1),  # ms from the last byte of the body
+                "audio_duration": round(duration * 1000, 1),
+                "infer_speedup": round(duration / after_body, 1) if after_body > 0 else None,
+            }
         return web.json_response(body)
 
     async def _audio_of(self, request: web.Request) -> np.ndarray:
