@@ -16,6 +16,7 @@ import time
 import wave
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import av
 import numpy as np
@@ -35,6 +36,7 @@ from .http_willow import transcribe_body
 _LOGGER = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 << 20
+_Service = TypeVar("_Service")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
 
@@ -106,6 +108,19 @@ def _auth(api_key: str | None):
         return await handler(request)
 
     return check
+
+
+def _enabled(service: _Service | None, what: str) -> _Service:
+    if service is None:
+        raise InvalidRequestError(f"{what} is not enabled on this server")
+    return service
+
+
+def _text_of(request: web.Request) -> str:
+    text = request.query.get("text", "").strip()
+    if not text:
+        raise InvalidRequestError("the query needs a non-empty 'text'")
+    return text
 
 
 def _asr_options(request: web.Request) -> TranscriptionOptions:
@@ -220,12 +235,8 @@ class HttpApi:
         return audio
 
     async def tts(self, request: web.Request) -> web.Response:
-        tts = self.services.tts
-        if tts is None:
-            raise InvalidRequestError("text to speech is not enabled on this server")
-        text = request.query.get("text", "").strip()
-        if not text:
-            raise InvalidRequestError("text is required")
+        tts = _enabled(self.services.tts, "text to speech")
+        text = _text_of(request)
         audio_format = request.query.get("format", "wav").lower()
         if audio_format != "wav":
             raise InvalidRequestError(f"format {audio_format!r} is not supported yet; use wav")
@@ -246,12 +257,8 @@ class HttpApi:
         return web.Response(body=body.getvalue(), content_type="audio/wav", headers={"X-WIS-Cache": cached})
 
     async def llm(self, request: web.Request) -> web.Response:
-        agent = self.services.agent
-        if agent is None:
-            raise InvalidRequestError("no LLM is enabled on this server")
-        text = request.query.get("text", "").strip()
-        if not text:
-            raise InvalidRequestError("text is required")
+        agent = _enabled(self.services.agent, "the LLM")
+        text = _text_of(request)
         conversation = request.query.get("conversation_id") or None
         answer = "".join([piece async for piece in agent.reply(text, conversation)]).strip()
         return web.json_response({"text": answer})
