@@ -10,10 +10,14 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 import jiwer
+import numpy as np
+import openai
 import pytest_asyncio
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from wis_wyoming.app import WisServer
+from wis_wyoming.engine.asr import TranscriptionOptions
+from wis_wyoming.engine.audio import PcmFormat, StreamingResampler
 
 from .conftest import read_wav, reference_text, speech
 
@@ -178,3 +182,59 @@ async def test_willow_refuses_missing_or_invalid_headers_with_json(http):
         async with http.session.post("/api/willow", data=pcm, headers=headers) as response:
             assert response.status == 400, headers
             assert message in (await response.json())["message"]
+
+
+async def test_openai_client_transcribes_in_every_response_format(http):
+    client = openai.AsyncOpenAI(base_url=f"{http.url}/v1", api_key=KEY)
+    try:
+        with LIBRI.open("rb") as audio:
+            result = await client.audio.transcriptions.create(model="whisper-1", file=audio)
+        assert jiwer.wer(normalise(reference_text(LIBRI)), normalise(result.text)) < 0.15
+        with LIBRI.open("rb") as audio:
+            verbose = await client.audio.transcriptions.create(
+                model="tiny.en", file=audio, response_format="verbose_json"
+            )
+        assert verbose.language == "en" and verbose.segments and 10 < verbose.duration < 11
+        for response_format, first_line in (("srt", "1"), ("vtt", "WEBVTT"), ("text", None)):
+            with DOOR.open("rb") as audio:
+                text = await client.audio.transcriptions.create(
+                    model="whisper-1", file=audio, response_format=response_format
+                )
+            lines = str(text).strip().splitlines()
+            assert first_line is None or lines[0] == first_line
+            assert "front door" in str(text).lower()
+        with DOOR.open("rb") as audio:
+            stream = await client.audio.transcriptions.create(model="whisper-1", file=audio, stream=True)
+            events = [event async for event in stream]
+        assert events[-1].type == "transcript.text.done" and "front door" in events[-1].text.lower()
+        assert "".join(e.delta for e in events[:-1]).strip() == events[-1].text.strip()
+    finally:
+        await client.close()
+
+
+async def test_openai_client_speaks_and_chats(http, server):
+    client = openai.AsyncOpenAI(base_url=f"{http.url}/v1", api_key=KEY)
+    try:
+        speech_response = await client.audio.speech.create(
+            model="tts-1", voice="alloy", input="The kitchen window is open.", response_format="wav"
+        )
+        wav_bytes = speech_response.read()
+        with wave.open(io.BytesIO(wav_bytes)) as wav:
+            rate, pcm = wav.getframerate(), wav.readframes(wav.getnframes())
+        resampler = StreamingResampler()
+        audio = np.concatenate([resampler.push(pcm, PcmFormat(rate, 2, 1)), resampler.flush()])
+        heard = await server.engine.transcribe(audio, TranscriptionOptions(model="tiny.en"))
+        assert "kitchen window" in heard.text.lower()
+        chat = await client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": "Say hello."}], max_tokens=20
+        )
+        assert chat.choices[0].message.content
+        stream = await client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": "Count to three."}], max_tokens=20, stream=True
+        )
+        pieces = [chunk.choices[0].delta.content or "" async for chunk in stream]
+        assert len(pieces) > 2 and "".join(pieces).strip()
+        models = [model.id async for model in client.models.list()]
+        assert "tiny.en" in models and "en_US-joe-medium" in models
+    finally:
+        await client.close()

@@ -31,6 +31,7 @@ from ..engine.languages import WHISPER_LANGUAGES
 from ..engine.llm import LlmError
 from ..engine.tts import SynthesisOptions, TtsEngine
 from ..errors import AudioTooLongError, InvalidAudioError, InvalidRequestError, OverloadedError, WisError
+from .http_openai import OpenAiRoutes
 from .http_willow import transcribe_body
 
 _LOGGER = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class HttpApi:
         app.router.add_get("/api/tts", self.tts)
         app.router.add_get("/api/llm", self.llm)
         app.router.add_get("/api/chatbot", self.llm)  # WIS's name for it
+        OpenAiRoutes(self.services, self.form_audio).add_to(app)
         return app
 
     async def ping(self, request: web.Request) -> web.Response:
@@ -178,7 +180,7 @@ class HttpApi:
 
     async def asr(self, request: web.Request) -> web.Response:
         options = _asr_options(request)
-        audio = await self._audio_of(request)
+        audio, _ = await self.form_audio(request, "audio_file")
         started = time.perf_counter()
         result = await self.services.asr.transcribe(audio, options)
         body: dict = {"text": result.text, "language": result.language}
@@ -214,25 +216,29 @@ class HttpApi:
             }
         return web.json_response(body)
 
-    async def _audio_of(self, request: web.Request) -> np.ndarray:
+    async def form_audio(self, request: web.Request, field: str) -> tuple[np.ndarray, dict[str, str]]:
+        """The multipart form's audio file (any format PyAV decodes) and its text fields."""
         if not request.content_type.startswith("multipart/"):
-            raise InvalidRequestError("send the audio as multipart/form-data in the field 'audio_file'")
+            raise InvalidRequestError(f"send the audio as multipart/form-data in the field '{field}'")
         reader = await request.multipart()
+        data, fields = None, {}
         while (part := await reader.next()) is not None:
-            if getattr(part, "name", None) == "audio_file":
+            name = getattr(part, "name", None)
+            if name == field:
                 data = await part.read()  # type: ignore[union-attr]
-                break
-        else:
-            raise InvalidRequestError("the form has no 'audio_file' field")
+            elif name and getattr(part, "filename", None) is None:
+                fields[name] = (await part.text())[:10_000]  # type: ignore[union-attr]
+        if data is None:
+            raise InvalidRequestError(f"the form has no '{field}' field")
         if not data:
-            raise InvalidAudioError("audio_file is empty")
+            raise InvalidAudioError(f"{field} is empty")
         try:
             audio = decode_audio(io.BytesIO(data), sampling_rate=WHISPER_RATE)
         except (av.error.FFmpegError, OSError, ValueError, IndexError) as err:
-            raise InvalidAudioError(f"audio_file cannot be decoded: {err}") from err
+            raise InvalidAudioError(f"{field} cannot be decoded: {err}") from err
         if len(audio) / WHISPER_RATE > self.services.max_audio_seconds:
             raise AudioTooLongError(f"audio is longer than {self.services.max_audio_seconds:g} s")
-        return audio
+        return audio, fields
 
     async def tts(self, request: web.Request) -> web.Response:
         tts = _enabled(self.services.tts, "text to speech")
