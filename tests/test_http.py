@@ -12,6 +12,7 @@ import aiohttp
 import jiwer
 import numpy as np
 import openai
+import pytest
 import pytest_asyncio
 from whisper_normalizer.english import EnglishTextNormalizer
 
@@ -238,3 +239,38 @@ async def test_openai_client_speaks_and_chats(http, server):
         assert "tiny.en" in models and "en_US-joe-medium" in models
     finally:
         await client.close()
+
+
+async def test_websocket_streams_committed_text_then_the_final_one_for_each_utterance(http):
+    pcm, rate, width, _ = read_wav(LIBRI)
+    door = read_wav(DOOR)[0]
+    async with (
+        aiohttp.ClientSession() as anonymous,
+        anonymous.ws_connect(f"{http.url}/api/ws/asr?api_key={KEY}") as socket,
+    ):
+        await socket.send_bytes(b"\0\0")  # audio before the options
+        assert (await socket.receive_json())["error"] == "invalid-request"
+        await socket.send_json({"model": "tiny.en", "sample_rate": rate, "bits": 16})
+        step = rate * width // 10
+        for offset in range(0, len(pcm), step):  # 0.1 s frames at twice real time
+            await socket.send_bytes(pcm[offset : offset + step])
+            await asyncio.sleep(0.05)
+        await socket.send_json({"type": "end"})
+        messages = []
+        while not messages or messages[-1]["type"] != "final":
+            messages.append(await socket.receive_json(timeout=60))
+        committed = [m["text"] for m in messages if m["type"] == "committed"]
+        final = messages[-1]
+        assert committed, "text settles while the audio arrives"
+        assert final["text"].startswith("".join(committed).strip()[:20])
+        assert jiwer.wer(normalise(reference_text(LIBRI)), normalise(final["text"])) < 0.15
+        # A second utterance on the same socket.
+        await socket.send_json({"sample_rate": 16000})
+        await socket.send_bytes(door)
+        await socket.send_json({"type": "end"})
+        while (message := await socket.receive_json(timeout=60))["type"] != "final":
+            pass
+        assert normalise(message["text"]) == normalise(reference_text(DOOR))
+    async with aiohttp.ClientSession() as anonymous:
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await anonymous.ws_connect(f"{http.url}/api/ws/asr")  # no key

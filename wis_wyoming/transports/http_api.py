@@ -33,6 +33,7 @@ from ..engine.tts import SynthesisOptions, TtsEngine
 from ..errors import AudioTooLongError, InvalidAudioError, InvalidRequestError, OverloadedError, WisError
 from .http_openai import OpenAiRoutes
 from .http_willow import transcribe_body
+from .http_ws import asr_socket
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ def _auth(api_key: str | None):
             bearer = request.headers.get("Authorization", "")
             if bearer.lower().startswith("bearer "):
                 given = given or bearer[7:].strip()
+            if request.path.startswith("/api/ws/"):  # a browser cannot set headers on a WebSocket
+                given = given or request.query.get("api_key", "")
             if not hmac.compare_digest(given.encode(), api_key.encode()):
                 return web.json_response(
                     {"error": "unauthorized", "message": "a valid X-API-Key or Bearer token is needed"},
@@ -149,6 +152,7 @@ class HttpApi:
         app.router.add_get("/api/status", self.status)
         app.router.add_post("/api/asr", self.asr)
         app.router.add_post("/api/willow", self.willow)
+        app.router.add_get("/api/ws/asr", self.ws_asr)
         app.router.add_get("/api/tts", self.tts)
         app.router.add_get("/api/llm", self.llm)
         app.router.add_get("/api/chatbot", self.llm)  # WIS's name for it
@@ -197,6 +201,9 @@ class HttpApi:
             "audio_duration": round(duration * 1000, 1),
         }
         return web.json_response(body)
+
+    async def ws_asr(self, request: web.Request) -> web.WebSocketResponse:
+        return await asr_socket(request, self.services.asr, self.services.max_audio_seconds)
 
     async def willow(self, request: web.Request) -> web.Response:
         options = _asr_options(request)
