@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import statistics
 import subprocess
@@ -26,6 +25,8 @@ import wave
 
 import aiohttp
 from wyoming_latency import SPEECH, free_port
+
+from wis_wyoming.engine.audio import wav_bytes
 
 CHUNK_SECONDS = 0.1
 
@@ -60,14 +61,8 @@ async def after_body(session: aiohttp.ClientSession, pcm: bytes, rate: int, beam
     last byte, as WIS's does), then sent at once to /api/asr."""
     marks: dict = {}
     received = b"".join([chunk async for chunk in paced(pcm, rate, marks)])
-    wav_bytes = io.BytesIO()
-    with wave.open(wav_bytes, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(received)
     form = aiohttp.FormData()
-    form.add_field("audio_file", wav_bytes.getvalue(), filename="clip.wav", content_type="audio/wav")
+    form.add_field("audio_file", wav_bytes(received, rate), filename="clip.wav", content_type="audio/wav")
     async with session.post("/api/asr", data=form, params={"beam_size": str(beam)}) as response:
         body = await response.json()
     return time.perf_counter() - marks["last_byte"], body["text"]

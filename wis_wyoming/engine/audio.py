@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +109,14 @@ def decode_file(path: str | Path) -> np.ndarray:
         return decode_audio(str(path), sampling_rate=WHISPER_RATE)
     except (av.error.FFmpegError, OSError) as err:
         raise InvalidAudioError(f"cannot decode {path}: {err}") from err
+
+
+def wav_bytes(pcm: bytes, rate: int) -> bytes:
+    """16-bit mono PCM as a WAV file."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm)
+    return out.getvalue()

@@ -13,7 +13,6 @@ import hmac
 import io
 import logging
 import time
-import wave
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -25,7 +24,7 @@ from faster_whisper import decode_audio
 
 from .. import __version__
 from ..engine.asr import AsrEngine, TranscriptionOptions
-from ..engine.audio import WHISPER_RATE
+from ..engine.audio import WHISPER_RATE, wav_bytes
 from ..engine.conversation import ConversationAgent
 from ..engine.languages import WHISPER_LANGUAGES
 from ..engine.llm import LlmError
@@ -260,14 +259,9 @@ class HttpApi:
         )
         parts = [part async for part in tts.speak(text, options)]
         rate = parts[0].rate if parts else tts.voice(options).sample_rate
-        body = io.BytesIO()
-        with wave.open(body, "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(rate)
-            wav.writeframes(b"".join(part.pcm for part in parts))
+        body = wav_bytes(b"".join(part.pcm for part in parts), rate)
         cached = "HIT" if parts and all(part.cached for part in parts) else "MISS"
-        return web.Response(body=body.getvalue(), content_type="audio/wav", headers={"X-WIS-Cache": cached})
+        return web.Response(body=body, content_type="audio/wav", headers={"X-WIS-Cache": cached})
 
     async def llm(self, request: web.Request) -> web.Response:
         agent = _enabled(self.services.agent, "the LLM")

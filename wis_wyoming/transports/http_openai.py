@@ -12,16 +12,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import uuid
-import wave
 from typing import Any
 
 from aiohttp import web
 
 from ..engine.asr import AsrEngine, Transcription, TranscriptionOptions
+from ..engine.audio import wav_bytes
 from ..engine.llm import GenerationOptions
 from ..engine.tts import SynthesisOptions
 from ..errors import InvalidRequestError
@@ -149,13 +148,7 @@ class OpenAiRoutes:
         rate = parts[0].rate if parts else tts.voice(options).sample_rate
         if audio_format == "pcm":
             return web.Response(body=pcm, content_type="audio/pcm", headers={"X-Sample-Rate": str(rate)})
-        out = io.BytesIO()
-        with wave.open(out, "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(rate)
-            wav.writeframes(pcm)
-        return web.Response(body=out.getvalue(), content_type="audio/wav")
+        return web.Response(body=wav_bytes(pcm, rate), content_type="audio/wav")
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         agent = self.services.agent
