@@ -11,7 +11,7 @@ import av
 import numpy as np
 from faster_whisper.audio import decode_audio
 
-from ..errors import InvalidAudioError
+from ..errors import AudioTooLongError, InvalidAudioError
 
 WHISPER_RATE = 16_000
 SUPPORTED_WIDTHS = (1, 2, 4)
@@ -94,6 +94,35 @@ class StreamingResampler:
         if resampler is None:
             return np.zeros(0, dtype=np.float32)
         return _concat([f.to_ndarray().reshape(-1) for f in resampler.resample(None)])
+
+
+class PcmByteStream:
+    """PCM from a byte stream (an HTTP body, WebSocket messages), whose pieces need not end on
+    a frame, to 16 kHz mono float32: the bytes of a split frame wait for the rest. Wyoming's
+    audio chunks are framed, so there an unaligned chunk is an error (`StreamingResampler`)."""
+
+    def __init__(self, fmt: PcmFormat, max_seconds: float) -> None:
+        self.format = fmt
+        self.max_seconds = max_seconds
+        self._resampler = StreamingResampler()
+        self._pending = b""
+
+    @property
+    def input_seconds(self) -> float:
+        return self._resampler.input_seconds
+
+    def push(self, data: bytes) -> np.ndarray:
+        data = self._pending + data
+        usable = len(data) - len(data) % self.format.frame_bytes
+        self._pending = data[usable:]
+        audio = self._resampler.push(data[:usable], self.format) if usable else np.zeros(0, np.float32)
+        if self.input_seconds > self.max_seconds:
+            raise AudioTooLongError(f"audio is longer than {self.max_seconds:g} s")
+        return audio
+
+    def flush(self) -> np.ndarray:
+        """The resampler's tail (a partial last frame is dropped)."""
+        return self._resampler.flush()
 
 
 def _concat(pieces: list[np.ndarray]) -> np.ndarray:

@@ -19,7 +19,7 @@ from aiohttp import web
 from faster_whisper import decode_audio
 
 from ..engine.asr import AsrEngine, TranscriptionOptions
-from ..engine.audio import WHISPER_RATE, PcmFormat, StreamingResampler
+from ..engine.audio import WHISPER_RATE, PcmByteStream, PcmFormat
 from ..engine.streaming import StreamingPolicy, TranscriptStream
 from ..errors import AudioTooLongError, InvalidAudioError, InvalidRequestError
 
@@ -125,18 +125,13 @@ async def transcribe_body(
 async def _stream_pcm(
     request: web.Request, stream: TranscriptStream, fmt: PcmFormat, wav: bool, max_seconds: float
 ) -> float:
-    resampler, header, pending = StreamingResampler(), WavHeader() if wav else None, b""
+    pcm, header = PcmByteStream(fmt, max_seconds), WavHeader() if wav else None
     async for chunk in request.content.iter_any():
-        data = pending + (header.feed(chunk) if header is not None else chunk)
+        data = header.feed(chunk) if header is not None else chunk
         if header is not None and header.format is not None:
-            fmt = header.format
-        usable = len(data) - len(data) % fmt.frame_bytes
-        if usable:
-            stream.push(resampler.push(data[:usable], fmt))
-        pending = data[usable:]
-        if resampler.input_seconds > max_seconds:
-            raise AudioTooLongError(f"audio is longer than {max_seconds:g} s")
+            pcm.format = header.format  # set before the first PCM byte: the WAV knows best
+        stream.push(pcm.push(data))
     if header is not None and not header.done:
         raise InvalidAudioError("the body ended inside its WAV header")
-    stream.push(resampler.flush())
-    return resampler.input_seconds
+    stream.push(pcm.flush())
+    return pcm.input_seconds

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from aiohttp import WSMsgType, web
 
 from ..engine.asr import AsrEngine, TranscriptionOptions
-from ..engine.audio import PcmFormat, StreamingResampler
+from ..engine.audio import PcmByteStream, PcmFormat
 from ..engine.streaming import StreamingPolicy, TranscriptStream
-from ..errors import AudioTooLongError, InvalidRequestError, WisError
+from ..errors import InvalidRequestError, WisError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,9 +31,7 @@ _LOGGER = logging.getLogger(__name__)
 @dataclass
 class _Utterance:
     stream: TranscriptStream
-    format: PcmFormat
-    resampler: StreamingResampler
-    pending: bytes = b""
+    pcm: PcmByteStream
 
 
 def _options(message: dict) -> tuple[TranscriptionOptions, PcmFormat]:
@@ -85,11 +83,11 @@ async def asr_socket(request: web.Request, engine: AsrEngine, max_seconds: float
                     else:
                         if utterance is not None:
                             await utterance.stream.cancel()
-                        utterance = await _start(socket, engine, data)
+                        utterance = await _start(socket, engine, data, max_seconds)
                 elif message.type == WSMsgType.BINARY:
                     if utterance is None:
                         raise InvalidRequestError("audio arrived before the options message")
-                    _push(utterance, message.data, max_seconds)
+                    utterance.stream.push(utterance.pcm.push(message.data))
             except WisError as err:
                 if utterance is not None:
                     await utterance.stream.cancel()
@@ -101,7 +99,9 @@ async def asr_socket(request: web.Request, engine: AsrEngine, max_seconds: float
     return socket
 
 
-async def _start(socket: web.WebSocketResponse, engine: AsrEngine, data: dict) -> _Utterance:
+async def _start(
+    socket: web.WebSocketResponse, engine: AsrEngine, data: dict, max_seconds: float
+) -> _Utterance:
     options, fmt = _options(data)
     resident, decode_request = await engine.prepare(options)
 
@@ -110,21 +110,11 @@ async def _start(socket: web.WebSocketResponse, engine: AsrEngine, data: dict) -
             await socket.send_json({"type": "committed", "text": text})
 
     stream = TranscriptStream(engine, resident, decode_request, StreamingPolicy(), on_commit=committed)
-    return _Utterance(stream, fmt, StreamingResampler())
-
-
-def _push(utterance: _Utterance, data: bytes, max_seconds: float) -> None:
-    data = utterance.pending + data
-    usable = len(data) - len(data) % utterance.format.frame_bytes
-    if usable:
-        utterance.stream.push(utterance.resampler.push(data[:usable], utterance.format))
-    utterance.pending = data[usable:]
-    if utterance.resampler.input_seconds > max_seconds:
-        raise AudioTooLongError(f"audio is longer than {max_seconds:g} s")
+    return _Utterance(stream, PcmByteStream(fmt, max_seconds))
 
 
 async def _finish(socket: web.WebSocketResponse, utterance: _Utterance) -> None:
-    utterance.stream.push(utterance.resampler.flush())
+    utterance.stream.push(utterance.pcm.flush())
     result = await utterance.stream.finish()
     await socket.send_json(
         {"type": "final", "text": result.text, "language": result.language, "duration": result.duration}
