@@ -127,9 +127,7 @@ class TtsEngine:
             pcm = cached.pcm
         else:
             loop = asyncio.get_running_loop()
-            pcm = await loop.run_in_executor(self._worker, self._synthesise, part.text, voice, options)
-            if self.cache is not None:
-                self.cache.put(key, CachedAudio(voice.sample_rate, pcm))
+            pcm = await loop.run_in_executor(self._worker, self._synthesise, part.text, voice, options, key)
         if part.phrase:  # joined to the rest of its sentence like a comma's pause
             pcm = _trim_trailing_silence(pcm, voice.sample_rate)
         if part.pause_before and options.sentence_silence > 0:
@@ -155,7 +153,14 @@ class TtsEngine:
             }
         )
 
-    def _synthesise(self, sentence: str, voice: Voice, options: SynthesisOptions) -> bytes:
+    def _synthesise(self, sentence: str, voice: Voice, options: SynthesisOptions, key: str) -> bytes:
+        """The sentence's audio, written to the cache here, off the event loop."""
+        pcm = self._run_piper(sentence, voice, options)
+        if self.cache is not None:
+            self.cache.put(key, CachedAudio(voice.sample_rate, pcm))
+        return pcm
+
+    def _run_piper(self, sentence: str, voice: Voice, options: SynthesisOptions) -> bytes:
         from piper.config import SynthesisConfig
 
         piper = self._piper(voice)

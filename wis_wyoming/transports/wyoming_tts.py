@@ -26,6 +26,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from ..engine.speech_text import ReplySplitter, SpeechPart
 from ..engine.tts import MAX_TEXT_CHARS, SpokenSentence, SynthesisOptions, TtsEngine
+from ..engine.voices import Voice
 from ..errors import InvalidRequestError, WisError
 
 _LOGGER = logging.getLogger(__name__)
@@ -112,7 +113,6 @@ class TtsSession:
         if not isinstance(text, str):
             raise InvalidRequestError("synthesize needs a 'text' string")
         options = options_of(event.data)
-        voice = self.engine.voice(options)
         started = False
         async for sentence in self.engine.speak(text, options):
             if not started:
@@ -120,18 +120,18 @@ class TtsSession:
                 started = True
             await self._send_audio(sentence)
         if not started:  # nothing to say: an empty, well-formed answer
-            await self._start(voice.sample_rate)
+            await self._start(self.engine.voice(options).sample_rate)
         await self._write(AudioStop().event())
 
     async def _on_start(self, event: Event) -> None:
         await self.close()  # a new stream replaces one the client never stopped
         try:
             self._stream = _Stream.of(options_of(event.data))
-            self.engine.voice(self._stream.options)
+            voice = self.engine.voice(self._stream.options)
         except WisError:
             self._stream = _Stream.of(SynthesisOptions(), failed=True)
             raise
-        self._stream.speaker = asyncio.create_task(self._speak_stream(self._stream))
+        self._stream.speaker = asyncio.create_task(self._speak_stream(self._stream, voice))
 
     def _on_chunk(self, event: Event) -> None:
         stream = self._stream
@@ -159,9 +159,8 @@ class TtsSession:
             await stream.speaker
         await self._write(SynthesizeStopped().event())
 
-    async def _speak_stream(self, stream: _Stream) -> None:
+    async def _speak_stream(self, stream: _Stream, voice: Voice) -> None:
         """Speak each part as it is known, in order; audio-stop after the last."""
-        voice = self.engine.voice(stream.options)
         first = True
         try:
             while (part := await stream.parts.get()) is not None:
