@@ -8,13 +8,12 @@ before. An answer enters the history only once it is complete.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..errors import InvalidRequestError
-from .llm import GenerationOptions, LlmBackend, LlmError, Message
+from .llm import GenerationOptions, LlmBackend, Message, stream_within
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful voice assistant in a smart home. Answer in one to three short sentences "
@@ -58,25 +57,10 @@ class ConversationAgent:
             messages += self.history(conversation_id)
         messages.append({"role": "user", "content": text})
 
-        options = self.settings.generation
         pieces: list[str] = []
-        deadline = asyncio.get_running_loop().time() + options.timeout
-        stream = self.backend.stream(messages, options)
-        try:
-            while True:
-                remaining = deadline - asyncio.get_running_loop().time()
-                try:
-                    piece = await asyncio.wait_for(anext(stream), max(0.0, remaining))
-                except StopAsyncIteration:
-                    break
-                except TimeoutError as err:
-                    raise LlmError(
-                        f"{self.backend.name} did not answer within {options.timeout:g} s"
-                    ) from err
-                pieces.append(piece)
-                yield piece
-        finally:
-            await stream.aclose()
+        async for piece in stream_within(self.backend, messages, self.settings.generation):
+            pieces.append(piece)
+            yield piece
         if conversation_id:
             self._remember(conversation_id, text, "".join(pieces).strip())
 

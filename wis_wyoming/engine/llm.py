@@ -55,18 +55,32 @@ class LlmBackend(Protocol):
     async def close(self) -> None: ...
 
 
+async def stream_within(
+    backend: LlmBackend, messages: list[Message], options: GenerationOptions, schema: dict | None = None
+) -> AsyncIterator[str]:
+    """The backend's answer piece by piece, the whole of it within `options.timeout`: LlmError
+    when the model is slower (a hung server must not hold a client forever)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + options.timeout
+    stream = backend.stream(messages, options, schema)
+    try:
+        while True:
+            try:
+                piece = await asyncio.wait_for(anext(stream), max(0.0, deadline - loop.time()))
+            except StopAsyncIteration:
+                return
+            except TimeoutError as err:
+                raise LlmError(f"{backend.name} did not answer within {options.timeout:g} s") from err
+            yield piece
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
 async def complete(
     backend: LlmBackend, messages: list[Message], options: GenerationOptions, schema: dict | None = None
 ) -> str:
     """The whole answer at once, within `options.timeout`."""
-
-    async def collect() -> str:
-        return "".join([piece async for piece in backend.stream(messages, options, schema)])
-
-    try:
-        return await asyncio.wait_for(collect(), options.timeout)
-    except TimeoutError as err:
-        raise LlmError(f"{backend.name} did not answer within {options.timeout:g} s") from err
+    return "".join([piece async for piece in stream_within(backend, messages, options, schema)])
 
 
 def bundled_gguf(cache_dir: Path | None = None) -> Path | None:

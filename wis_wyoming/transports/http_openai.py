@@ -21,7 +21,7 @@ from aiohttp import web
 
 from ..engine.asr import AsrEngine, Transcription, TranscriptionOptions
 from ..engine.audio import wav_bytes
-from ..engine.llm import GenerationOptions
+from ..engine.llm import GenerationOptions, stream_within
 from ..engine.tts import SynthesisOptions
 from ..errors import InvalidRequestError
 
@@ -183,9 +183,8 @@ class OpenAiRoutes:
         model = agent.backend.name
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
-        pieces = agent.backend.stream(
-            [{"role": m["role"], "content": m["content"]} for m in messages], options
-        )
+        conversation = [{"role": m["role"], "content": m["content"]} for m in messages]
+        pieces = stream_within(agent.backend, conversation, options)
         if not body.get("stream"):
             text = "".join([piece async for piece in pieces])
             return web.json_response(
