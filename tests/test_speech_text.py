@@ -89,7 +89,7 @@ def test_a_reply_in_pieces_is_spoken_in_the_same_parts_and_its_first_phrase_earl
     whole = ReplySplitter()
     expected = [*whole.push(reply), *whole.flush()]
     assert expected[:2] == [
-        SpeechPart("The living room lights", False, True),
+        SpeechPart("The living room lights", False, True, opens=True),
         SpeechPart("are now on.", False, False),
     ]
     assert [p.pause_before for p in expected[2:]] == [True, True]

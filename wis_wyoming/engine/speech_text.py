@@ -176,6 +176,7 @@ class SpeechPart:
     text: str
     pause_before: bool  # a sentence after the first: the sentence silence goes before it
     phrase: bool  # the first phrase of a reply: its trailing silence is cut to a short pause
+    opens: bool = False  # the reply's first part: its first audio is what a listener waits for
 
 
 class ReplySplitter:
@@ -201,7 +202,7 @@ class ReplySplitter:
             cut = _phrase_cut(complete[: MAX_PHRASE_WORDS + MIN_REST_WORDS])
             if cut is not None:
                 self._head_words = cut
-                parts.append(SpeechPart(" ".join(complete[:cut]), False, True))
+                parts.append(SpeechPart(" ".join(complete[:cut]), False, True, opens=True))
         return parts
 
     def flush(self) -> list[SpeechPart]:
@@ -217,5 +218,5 @@ class ReplySplitter:
             return [SpeechPart(" ".join(words[self._head_words :]), False, False)]
         phrase = first_phrase(sentence) if self.quick_start else None
         if phrase is None:
-            return [SpeechPart(sentence, False, False)]
-        return [SpeechPart(phrase[0], False, True), SpeechPart(phrase[1], False, False)]
+            return [SpeechPart(sentence, False, False, opens=True)]
+        return [SpeechPart(phrase[0], False, True, opens=True), SpeechPart(phrase[1], False, False)]

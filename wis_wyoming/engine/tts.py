@@ -2,13 +2,14 @@
 
 Speech comes out one sentence at a time, so the first sentence plays while the next is being
 synthesised, and text that arrives in pieces (an LLM's reply) is spoken as each sentence
-completes (`SentenceSplitter`). Every sentence is one job on the TTS worker thread, so several
-clients take turns sentence by sentence instead of one long reply holding up the rest. Each
-sentence but the first is preceded by `sentence_silence`. The first sentence of a reply is
-spoken as its first phrase, then the rest (`quick_start`): Piper's time grows with the length
-of the text, so the first audio comes sooner, and in a stream before the sentence is complete.
-Whole and streamed text are cut into the same parts (`ReplySplitter`), so both give the same
-audio.
+completes (`SentenceSplitter`). Within a sentence, `stream` gives audio decoder chunk by
+decoder chunk (`piper_stream`), so it starts before the sentence's audio is all made. Every
+chunk is one job on the TTS worker thread, so several clients take turns instead of one long
+reply holding up the rest. Each sentence but the first is preceded by `sentence_silence`. The
+first sentence of a reply is spoken as its first phrase, then the rest (`quick_start`): the
+prelude's time grows with the length of the text, so the first audio comes sooner, and in a
+stream before the sentence is complete. Whole and streamed text are cut into the same parts
+(`ReplySplitter`), so both give the same audio.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..errors import InvalidRequestError, WisError
 from .hardware import ComputePlan
+from .piper_stream import Latent, SplitPiper, chunk_bounds
 from .speech_text import ReplySplitter, SpeechPart, spoken
 from .tts_cache import CachedAudio, TtsCache, cache_key
 from .voices import Voice, VoiceCatalogue
@@ -34,6 +36,7 @@ _LOGGER = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 20_000
 MAX_RESIDENT_VOICES = 4
+RENDER = 2  # how audio is made (piper_stream): a change invalidates cached audio
 
 
 class SynthesisError(WisError):
@@ -90,7 +93,7 @@ class TtsEngine:
         self.plan = plan
         self.cache = cache
         self.defaults = defaults or TtsDefaults()
-        self._loaded: OrderedDict[str, tuple[str, object]] = OrderedDict()  # name -> (revision, voice)
+        self._loaded: OrderedDict[str, tuple[str, SplitPiper]] = OrderedDict()  # name -> (revision, voice)
         self._load_lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wis-tts")
 
@@ -108,37 +111,61 @@ class TtsEngine:
 
     async def speak(self, text: str, options: SynthesisOptions) -> AsyncIterator[SpokenSentence]:
         """The text's audio, part by part (see `ReplySplitter`)."""
-        if len(text) > MAX_TEXT_CHARS:
-            raise InvalidRequestError(f"text is longer than {MAX_TEXT_CHARS} characters")
-        voice = self.voice(options)
-        splitter = ReplySplitter(options.quick_start)
-        for part in [*splitter.push(text), *splitter.flush()]:
+        voice, parts = self._parts(text, options)
+        for part in parts:
             yield await self.speak_part(part, options, voice)
+
+    async def stream(self, text: str, options: SynthesisOptions) -> AsyncIterator[SpokenSentence]:
+        """The text's audio in pieces, each as soon as it is made (see `stream_part`)."""
+        voice, parts = self._parts(text, options)
+        for part in parts:
+            async for piece in self.stream_part(part, options, voice):
+                yield piece
 
     async def speak_part(
         self, part: SpeechPart, options: SynthesisOptions, voice: Voice | None = None
     ) -> SpokenSentence:
-        """One part's audio: from the cache, or synthesised on the worker (and cached)."""
+        """One part's whole audio."""
+        pieces = [piece async for piece in self.stream_part(part, options, voice)]
+        first = pieces[0]
+        pcm = b"".join(piece.pcm for piece in pieces)
+        return SpokenSentence(part.text, first.rate, pcm, first.cached, sum(p.seconds for p in pieces))
+
+    async def stream_part(
+        self, part: SpeechPart, options: SynthesisOptions, voice: Voice | None = None
+    ) -> AsyncIterator[SpokenSentence]:
+        """One part's audio in pieces: from the cache whole, or decoded chunk by chunk (and cached).
+
+        There is always at least one piece, the first carrying the silence before the part.
+        """
         voice = voice or self.voice(options)
-        started = time.perf_counter()
         key = self._key(part.text, voice, options)
+        started = time.perf_counter()
         cached = self.cache.get(key) if self.cache is not None and options.use_cache else None
         if cached is not None:
-            pcm = cached.pcm
+            pieces = _whole(cached.pcm)
         else:
-            loop = asyncio.get_running_loop()
-            pcm = await loop.run_in_executor(self._worker, self._synthesise, part.text, voice, options, key)
-        if part.phrase:  # joined to the rest of its sentence like a comma's pause
-            pcm = _trim_trailing_silence(pcm, voice.sample_rate)
-        if part.pause_before and options.sentence_silence > 0:
-            pcm = bytes(2 * round(options.sentence_silence * voice.sample_rate)) + pcm
-        seconds = time.perf_counter() - started
-        return SpokenSentence(part.text, voice.sample_rate, pcm, cached is not None, seconds)
+            pieces = self._synthesise(part.text, voice, options, key, part.opens)
+        first = True
+        async for pcm, last in pieces:
+            if last and part.phrase:  # joined to the rest of its sentence like a comma's pause
+                pcm = _trim_trailing_silence(pcm, voice.sample_rate)
+            if first and part.pause_before and options.sentence_silence > 0:
+                pcm = bytes(2 * round(options.sentence_silence * voice.sample_rate)) + pcm
+            first = False
+            now = time.perf_counter()
+            yield SpokenSentence(part.text, voice.sample_rate, pcm, cached is not None, now - started)
+            started = time.perf_counter()
 
     async def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
 
-    # --- on the worker thread --------------------------------------------------------------------
+    def _parts(self, text: str, options: SynthesisOptions) -> tuple[Voice, list[SpeechPart]]:
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidRequestError(f"text is longer than {MAX_TEXT_CHARS} characters")
+        voice = self.voice(options)
+        splitter = ReplySplitter(options.quick_start)
+        return voice, [*splitter.push(text), *splitter.flush()]
 
     def _key(self, sentence: str, voice: Voice, options: SynthesisOptions) -> str:
         return cache_key(
@@ -150,36 +177,57 @@ class TtsEngine:
                 "length_scale": options.length_scale,
                 "noise_scale": options.noise_scale,
                 "noise_w_scale": options.noise_w_scale,
+                "render": RENDER,
             }
         )
 
-    def _synthesise(self, sentence: str, voice: Voice, options: SynthesisOptions, key: str) -> bytes:
-        """The sentence's audio, written to the cache here, off the event loop."""
-        pcm = self._run_piper(sentence, voice, options)
+    async def _synthesise(
+        self, text: str, voice: Voice, options: SynthesisOptions, key: str, opens: bool
+    ) -> AsyncIterator[tuple[bytes, bool]]:
+        """(samples, last) chunk by chunk, each a job on the worker; all of it cached at the end.
+
+        Only a reply's opening part is decoded in small chunks: later parts are made while
+        earlier audio plays, and decoding them whole costs less (no overlap between chunks).
+        """
+        loop = asyncio.get_running_loop()
+        latents = await loop.run_in_executor(self._worker, self._latents, text, voice, options)
+        made: list[bytes] = []
+        if not latents:
+            yield b"", True
+        for index, latent in enumerate(latents):
+            bounds = chunk_bounds(latent.frames) if opens else [(0, latent.frames)]
+            for number, (start, end) in enumerate(bounds):
+                pcm = await loop.run_in_executor(self._worker, self._decode, voice, latent, start, end)
+                made.append(pcm)
+                yield pcm, index == len(latents) - 1 and number == len(bounds) - 1
         if self.cache is not None:
-            self.cache.put(key, CachedAudio(voice.sample_rate, pcm))
-        return pcm
+            audio = CachedAudio(voice.sample_rate, b"".join(made))
+            await loop.run_in_executor(self._worker, self.cache.put, key, audio)
 
-    def _run_piper(self, sentence: str, voice: Voice, options: SynthesisOptions) -> bytes:
-        from piper.config import SynthesisConfig
+    # --- on the worker thread --------------------------------------------------------------------
 
+    def _latents(self, text: str, voice: Voice, options: SynthesisOptions) -> list[Latent]:
         piper = self._piper(voice)
-        config = SynthesisConfig(
-            speaker_id=voice.speaker_id(options.speaker),
-            length_scale=options.length_scale,
-            noise_scale=options.noise_scale,
-            noise_w_scale=options.noise_w_scale,
-        )
-        language = voice.languages[0]
         try:
-            chunks: Iterable = piper.synthesize(spoken(sentence, language), syn_config=config)  # type: ignore[attr-defined]
-            audio = [chunk.audio_int16_array for chunk in chunks]
+            return piper.latents(
+                spoken(text, voice.languages[0]),
+                voice.speaker_id(options.speaker),
+                options.length_scale,
+                options.noise_scale,
+                options.noise_w_scale,
+            )
         except Exception as err:  # espeak or onnxruntime: one sentence fails, not the server
-            _LOGGER.exception("Piper failed on %r with voice %s", sentence, voice.name)
+            _LOGGER.exception("Piper failed on %r with voice %s", text, voice.name)
             raise SynthesisError(f"voice {voice.name} could not speak the text: {err}") from err
-        return np.concatenate(audio).astype(np.int16).tobytes() if audio else b""
 
-    def _piper(self, voice: Voice) -> object:
+    def _decode(self, voice: Voice, latent: Latent, start: int, end: int) -> bytes:
+        try:
+            return self._piper(voice).decode(latent, start, end)
+        except Exception as err:
+            _LOGGER.exception("Piper's decoder failed with voice %s", voice.name)
+            raise SynthesisError(f"voice {voice.name} could not speak the text: {err}") from err
+
+    def _piper(self, voice: Voice) -> SplitPiper:
         """The loaded Piper voice, loading it (and unloading the least recently used) if needed."""
         with self._load_lock:
             loaded = self._loaded.get(voice.name)
@@ -187,7 +235,10 @@ class TtsEngine:
                 self._loaded.move_to_end(voice.name)
                 return loaded[1]
             started = time.perf_counter()
-            piper = _load_piper(voice, self.plan)
+            try:
+                piper = SplitPiper(voice.model_path, voice.config, self.plan)
+            except Exception as err:
+                raise SynthesisError(f"voice {voice.name} cannot be loaded: {err}") from err
             self._loaded[voice.name] = (voice.revision, piper)
             self._loaded.move_to_end(voice.name)
             while len(self._loaded) > self.defaults.max_resident_voices:
@@ -205,21 +256,5 @@ def _trim_trailing_silence(pcm: bytes, rate: int, keep: float = 0.04, threshold:
     return samples[:end].tobytes()
 
 
-def _load_piper(voice: Voice, plan: ComputePlan) -> object:
-    import onnxruntime
-    from piper.config import PiperConfig
-    from piper.voice import PiperVoice
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = plan.cpu_threads
-    options.inter_op_num_threads = 1
-    providers: list = ["CPUExecutionProvider"]
-    if plan.device == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": plan.device_index}))
-    try:
-        session = onnxruntime.InferenceSession(
-            str(voice.model_path), sess_options=options, providers=providers
-        )
-    except Exception as err:
-        raise SynthesisError(f"voice {voice.name} cannot be loaded: {err}") from err
-    return PiperVoice(session=session, config=PiperConfig.from_dict(voice.config))
+async def _whole(pcm: bytes) -> AsyncIterator[tuple[bytes, bool]]:
+    yield pcm, True

@@ -25,7 +25,8 @@ from .tts import SpokenSentence, SynthesisOptions, TtsEngine
 class ChainStep:
     kind: str  # "heard" (the transcript), "said" (a piece of the answer), "spoken" (audio), "done"
     at: float  # seconds since the call began
-    text: str = ""  # heard: the transcript; said: the piece; done: the whole answer
+    text: str = ""  # heard: the transcript; said: the piece; spoken: the part, on its first piece
+    # of audio; done: the whole answer
     audio: SpokenSentence | None = None
     language: str | None = None
 
@@ -73,8 +74,10 @@ class VoiceChain:
         try:
             while (step := await steps.get()) is not None:
                 if isinstance(step, SpeechPart):
-                    spoken = await self.tts.speak_part(step, synthesis, voice)
-                    yield ChainStep("spoken", time.perf_counter() - started, step.text, spoken)
+                    text = step.text
+                    async for piece in self.tts.stream_part(step, synthesis, voice):
+                        yield ChainStep("spoken", time.perf_counter() - started, text, piece)
+                        text = ""  # a part's later pieces: its text came with the first
                 else:
                     yield step
             await writer  # raises what the LLM raised

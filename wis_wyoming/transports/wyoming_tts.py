@@ -114,7 +114,7 @@ class TtsSession:
             raise InvalidRequestError("synthesize needs a 'text' string")
         options = options_of(event.data)
         started = False
-        async for sentence in self.engine.speak(text, options):
+        async for sentence in self.engine.stream(text, options):
             if not started:
                 await self._start(sentence.rate)
                 started = True
@@ -166,11 +166,11 @@ class TtsSession:
             while (part := await stream.parts.get()) is not None:
                 if stream.failed:
                     continue
-                spoken = await self.engine.speak_part(part, stream.options, voice)
-                if first:
-                    await self._start(spoken.rate)
-                    first = False
-                await self._send_audio(spoken)
+                async for spoken in self.engine.stream_part(part, stream.options, voice):
+                    if first:
+                        await self._start(spoken.rate)
+                        first = False
+                    await self._send_audio(spoken)
         except WisError as err:
             stream.failed = True
             await self._send_error(err)
