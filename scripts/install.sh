@@ -23,6 +23,12 @@ find_python() {
     exit 1
 }
 
+# The WebRTC page's test drives a real browser (tests/test_rtc.py); Debian's Chromium, as root only.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+fi
+
 python=$(find_python)
 if ! is_python313 .venv/bin/python; then
     rm -rf .venv

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import socket
 import wave
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from wis_wyoming.app import WisServer
 from wis_wyoming.engine.asr import TranscriptionOptions
 from wis_wyoming.engine.audio import PcmFormat, StreamingResampler
 
-from .conftest import read_wav, reference_text, speech
+from .conftest import REPO, read_wav, reference_text, speech
 
 normalise = EnglishTextNormalizer()
 LIBRI = speech("librispeech/1089-134686-0000.wav")
@@ -274,3 +275,79 @@ async def test_websocket_streams_committed_text_then_the_final_one_for_each_utte
     async with aiohttp.ClientSession() as anonymous:
         with pytest.raises(aiohttp.WSServerHandshakeError):
             await anonymous.ws_connect(f"{http.url}/api/ws/asr")  # no key
+
+
+AMRWB = REPO / "tests" / "fixtures" / "lock_the_Front_Door.amr"  # scripts/make_amrwb_fixture.py
+
+
+async def test_willow_amrwb_from_a_real_encoder_streamed_in_chunks_is_transcribed(http):
+    data = AMRWB.read_bytes()
+    assert data.startswith(b"#!AMR-WB\n")  # the MIME storage format, as Willow sends it
+    headers = {**PCM_HEADERS, "x-audio-codec": "amrwb"}
+    body = paced(data, 4 * 2981, step=305)  # 23.85 kbit/s (61-byte frames), five frames a chunk
+    async with http.session.post(
+        "/api/willow", params={"stats": "true"}, data=body, headers=headers
+    ) as response:
+        assert response.status == 200
+        answer = await response.json()
+    assert jiwer.wer(normalise(reference_text(DOOR)), normalise(answer["text"])) <= 0.25
+    assert 2000 < answer["audio_duration"] < 2300  # 2.12 s, padded to whole 20 ms frames
+    pcm = read_wav(DOOR)[0]  # PCM labelled as AMR-WB
+    async with http.session.post("/api/willow", data=pcm, headers=headers) as response:
+        assert response.status == 400 and (await response.json())["error"] == "invalid-audio"
+
+
+async def dying_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An OpenAI-compatible server that streams three pieces of an answer and then dies: no last
+    chunk, no [DONE], the connection just closes."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for piece in ("The ", "lights ", "are"):
+        event = b"data: " + json.dumps({"choices": [{"delta": {"content": piece}}]}).encode() + b"\n\n"
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+    writer.close()
+
+
+async def test_a_chat_stream_whose_llm_dies_midway_ends_with_an_error_event(base_settings):
+    backend = await asyncio.start_server(dying_backend, "127.0.0.1", 0)
+    port = free_port()
+    settings = replace(
+        base_settings,
+        models=["tiny.en"],
+        tts=False,
+        http_port=port,
+        llm="openai",
+        llm_url=f"http://127.0.0.1:{backend.sockets[0].getsockname()[1]}/v1",
+        llm_model="remote",
+    )
+    request = {
+        "model": "any",
+        "messages": [{"role": "user", "content": "Turn on the lights."}],
+        "stream": True,
+    }
+    try:
+        async with WisServer(settings), aiohttp.ClientSession(URL.format(port)) as session:
+            async with session.post("/v1/chat/completions", json=request) as response:
+                assert response.status == 200
+                raw = (await response.read()).decode()  # the chunked body ends properly
+            events = [json.loads(block[6:]) for block in raw.split("\n\n") if block.startswith("data: ")]
+            said = "".join(event["choices"][0]["delta"].get("content", "") for event in events[:-1])
+            assert said == "The lights are" and "[DONE]" not in raw
+            error = events[-1]["error"]
+            assert error["code"] == "llm-failed" and error["type"] == "server_error" and error["message"]
+            client = openai.AsyncOpenAI(base_url=f"{URL.format(port)}/v1", api_key="none")
+            try:
+                stream = await client.chat.completions.create(
+                    model="any", messages=request["messages"], stream=True
+                )
+                pieces = []
+                with pytest.raises(openai.APIError):  # the official client raises on the event
+                    async for chunk in stream:
+                        pieces.append(chunk.choices[0].delta.content or "")
+                assert "".join(pieces) == "The lights are"
+            finally:
+                await client.close()
+    finally:
+        backend.close()

@@ -25,6 +25,7 @@ from .engine.tts_cache import TtsCache
 from .engine.voices import VoiceCatalogue
 from .errors import ConfigError
 from .transports.http_api import HttpServices, start_http
+from .transports.http_rtc import RtcOptions
 from .transports.wyoming_handler import WyomingHandler, WyomingService
 from .transports.zeroconf import ZeroconfAdvertiser, advertised_addresses
 
@@ -175,6 +176,13 @@ class WisServer:
                 self.settings.api_key,
                 self.settings.max_audio_seconds,
                 time.monotonic(),
+                cors_origins=tuple(self.settings.cors_origins),
+                rtc=RtcOptions(
+                    tuple(self.settings.rtc_ice_servers),
+                    None if self.settings.rtc_interfaces is None else tuple(self.settings.rtc_interfaces),
+                    self.settings.rtc_ports,
+                    self.settings.rtc_max_sessions,
+                ),
             )
             host = uri.hostname if uri.scheme == "tcp" and uri.hostname else "0.0.0.0"
             try:

@@ -80,7 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--zeroconf-interfaces", default=_SUPPRESS, help="interface addresses for mDNS")
     serve.add_argument("--http-port", default=_SUPPRESS, help="HTTP API port (WIS-compatible; e.g. 19000)")
+    serve.add_argument(
+        "--rtc-ice-servers",
+        default=_SUPPRESS,
+        help="STUN/TURN servers for WebRTC: stun:HOST[:PORT],turn:USER:PASSWORD@HOST[:PORT] (none)",
+    )
+    serve.add_argument(
+        "--rtc-interfaces", default=_SUPPRESS, help="addresses or interfaces WebRTC media may use (all)"
+    )
+    serve.add_argument("--rtc-ports", default=_SUPPRESS, help="UDP port range for WebRTC media: LOW-HIGH")
+    serve.add_argument("--rtc-max-sessions", default=_SUPPRESS, help="open WebRTC sessions at most (16)")
     serve.add_argument("--api-key", default=_SUPPRESS, help="key the HTTP API wants (X-API-Key or Bearer)")
+    serve.add_argument(
+        "--cors-origins", default=_SUPPRESS, help="web origins that may call the HTTP API: a,b or *"
+    )
     serve.add_argument("--max-queue", default=_SUPPRESS, help="requests in flight per model before refusing")
     serve.add_argument(
         "--max-batch", default=_SUPPRESS, help="passes of concurrent requests decoded together (1: none)"

@@ -58,6 +58,10 @@ class Settings:
     zeroconf: str | None = None
     zeroconf_interfaces: list[str] | None = None
     http_port: int | None = None
+    rtc_ice_servers: list[str] = field(default_factory=list)  # stun:/turn: URLs for WebRTC; none on a LAN
+    rtc_interfaces: list[str] | None = None  # addresses or interfaces for WebRTC media; None: all
+    rtc_ports: tuple[int, int] | None = None  # UDP ports for WebRTC media; None: ephemeral
+    rtc_max_sessions: int = 16
     cache_dir: Path = field(default_factory=default_cache_dir)
     hf_cache_dir: Path | None = None
     local_files_only: bool = False
@@ -83,6 +87,7 @@ class Settings:
     llm_timeout: float = 60.0
     llm_history: int = 6
     api_key: str | None = None  # wanted on every HTTP route but /api/ping when set
+    cors_origins: list[str] = field(default_factory=list)  # web pages that may call the HTTP API; "*": any
     log_level: str = "INFO"
 
     @property
@@ -152,6 +157,55 @@ def _optional_interfaces(value: Any) -> list[str] | None:
     return None if value in (None, "", "all") else _name_list(value)
 
 
+def _ice_servers(value: Any) -> list[str]:
+    """stun:HOST[:PORT] or turn:USER:PASSWORD@HOST[:PORT] (see transports/rtc_ice)."""
+    if not value or value == "none":
+        return []
+    servers = _name_list(value)
+    for server in servers:
+        scheme, _, rest = server.partition(":")
+        if scheme.lower() not in ("stun", "stuns", "turn", "turns") or not rest:
+            raise vol.Invalid(f"expected stun:HOST[:PORT] or turn:USER:PASSWORD@HOST[:PORT], got {server!r}")
+    return servers
+
+
+def _port_range(value: Any) -> tuple[int, int] | None:
+    """LOW-HIGH (or [LOW, HIGH]), within 1024-65535."""
+    if value in (None, "", "any"):
+        return None
+    if isinstance(value, str):
+        value = value.replace(":", "-").split("-")
+    try:
+        low, high = (int(str(part).strip()) for part in value)
+    except (TypeError, ValueError) as err:
+        raise vol.Invalid(f"expected a UDP port range such as 40000-40100, got {value!r}") from err
+    if not 1024 <= low <= high <= 65535:
+        raise vol.Invalid(f"expected LOW-HIGH with 1024 <= LOW <= HIGH <= 65535, got {low}-{high}")
+    return low, high
+
+
+def _origins(value: Any) -> list[str]:
+    """CORS origins: `*`, or scheme://host[:port] as a browser sends it in `Origin`."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple):
+        raise vol.Invalid("expected a comma-separated list of origins")
+    origins = []
+    for item in value:
+        origin = str(item).strip().rstrip("/").lower()
+        if not origin:
+            continue
+        parsed = urlparse(origin)
+        if origin != "*" and (
+            parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path or parsed.query
+        ):
+            raise vol.Invalid(f"expected * or origins such as https://example.com:8123, got {item!r}")
+        origins.append(origin)
+    return origins
+
+
 SCHEMA = vol.Schema(
     {
         vol.Required("uri"): _uri,
@@ -168,6 +222,10 @@ SCHEMA = vol.Schema(
         vol.Required("zeroconf"): _optional_text,
         vol.Required("zeroconf_interfaces"): _optional_interfaces,
         vol.Required("http_port"): vol.Any(None, vol.All(vol.Coerce(int), vol.Range(min=1, max=65535))),
+        vol.Required("rtc_ice_servers"): _ice_servers,
+        vol.Required("rtc_interfaces"): _optional_interfaces,
+        vol.Required("rtc_ports"): _port_range,
+        vol.Required("rtc_max_sessions"): vol.All(vol.Coerce(int), vol.Range(min=1, max=10_000)),
         vol.Required("cache_dir"): vol.All(str, vol.Length(min=1), vol.Coerce(Path)),
         vol.Required("hf_cache_dir"): vol.Any(None, vol.All(str, vol.Length(min=1), vol.Coerce(Path))),
         vol.Required("local_files_only"): vol.Boolean(),
@@ -193,6 +251,7 @@ SCHEMA = vol.Schema(
         vol.Required("llm_timeout"): vol.All(vol.Coerce(float), vol.Range(min=1.0, max=3600.0)),
         vol.Required("llm_history"): vol.All(vol.Coerce(int), vol.Range(min=0, max=100)),
         vol.Required("api_key"): _optional_text,
+        vol.Required("cors_origins"): _origins,
         vol.Required("log_level"): vol.All(vol.Upper, vol.In(("DEBUG", "INFO", "WARNING", "ERROR"))),
     }
 )

@@ -140,6 +140,20 @@ def decode_file(path: str | Path) -> np.ndarray:
         raise InvalidAudioError(f"cannot decode {path}: {err}") from err
 
 
+def decode_bytes(data: bytes, what: str, max_seconds: float) -> np.ndarray:
+    """An uploaded file (any format PyAV reads) as 16 kHz mono float32, at most `max_seconds` long.
+    CPU work: call it off the event loop."""
+    if not data:
+        raise InvalidAudioError(f"{what} is empty")
+    try:
+        audio = decode_audio(io.BytesIO(data), sampling_rate=WHISPER_RATE)
+    except (av.error.FFmpegError, OSError, ValueError, IndexError) as err:
+        raise InvalidAudioError(f"{what} cannot be decoded: {err}") from err
+    if len(audio) / WHISPER_RATE > max_seconds:
+        raise AudioTooLongError(f"audio is longer than {max_seconds:g} s")
+    return audio
+
+
 def wav_bytes(pcm: bytes, rate: int) -> bytes:
     """16-bit mono PCM as a WAV file."""
     out = io.BytesIO()

@@ -1,42 +1,55 @@
 """HTTP API, compatible with the Willow Inference Server (WIS), on aiohttp.
 
 This first part serves `/api/ping`, `/api/status`, `/api/asr` and `/api/willow` (WIS's shapes;
-see http_willow), `/api/tts` (with `X-WIS-Cache`) and `/api/llm` (alias `/api/chatbot`).
+see http_willow), `/api/tts` (WAV, FLAC, Ogg, MP3, ...; with `X-WIS-Cache`) and `/api/llm` (alias
+`/api/chatbot`); `/api/voices` (http_voices), `/api/sts` (http_sts), OpenAI's routes
+(http_openai), CORS for the origins configured (http_cors), `/api/docs` (OpenAPI; http_docs),
+`/api/rtc/asr` and the `/rtc` page (WebRTC; http_rtc).
 Every error is a JSON body `{"error": code, "message": ...}` with a 4xx status (502 when the
 LLM fails, 503 when overloaded), never a traceback.
-With an API key set, every route but `/api/ping` wants `X-API-Key` or `Authorization: Bearer`.
+With an API key set, every route but `/api/ping`, the docs and the `/rtc` page wants `X-API-Key`
+or `Authorization: Bearer`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-import av
 import numpy as np
 from aiohttp import web
-from faster_whisper import decode_audio
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import __version__
 from ..engine.asr import AsrEngine, TranscriptionOptions
-from ..engine.audio import WHISPER_RATE, wav_bytes
+from ..engine.audio import WHISPER_RATE, decode_bytes
+from ..engine.audio_formats import audio_encoding, encode_audio
 from ..engine.conversation import ConversationAgent
 from ..engine.languages import WHISPER_LANGUAGES
 from ..engine.llm import LlmError
-from ..engine.tts import SynthesisOptions, TtsEngine
-from ..errors import AudioTooLongError, InvalidAudioError, InvalidRequestError, OverloadedError, WisError
+from ..engine.tts import MAX_TEXT_CHARS, SynthesisOptions, TtsEngine
+from ..errors import InvalidRequestError, OverloadedError, WisError
+from .http_cors import install_cors
+from .http_docs import PATHS as DOCS_PATHS
+from .http_docs import DocsRoutes
 from .http_openai import OpenAiRoutes
+from .http_rtc import RtcOptions, RtcRoutes
+from .http_sts import StsRoute
+from .http_voices import VoiceRoutes
 from .http_willow import transcribe_body
 from .http_ws import asr_socket
 
 _LOGGER = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 << 20
+# `GET /api/tts?text=` takes as much text as TTS does, and percent-encoded UTF-8 is up to 12 bytes
+# a character; aiohttp's default (8190 bytes) refused a longer request line with a plain-text 400.
+MAX_REQUEST_LINE = 12 * MAX_TEXT_CHARS + 1024
 _Service = TypeVar("_Service")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
@@ -50,6 +63,8 @@ class HttpServices:
     api_key: str | None = None
     max_audio_seconds: float = 120.0
     started: float = 0.0
+    cors_origins: tuple[str, ...] = ()
+    rtc: RtcOptions | None = None  # None: WebRTC's defaults
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -96,7 +111,10 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
 def _auth(api_key: str | None):
     @web.middleware
     async def check(request: web.Request, handler):
-        if api_key and request.path != "/api/ping":
+        # The /rtc page holds no secret: it asks for the key and sends it with its requests. The
+        # API's description (http_docs) is the same on every server, and a browser opens it.
+        public = request.path in ("/api/ping", "/rtc", *DOCS_PATHS) or request.path.startswith("/rtc/")
+        if api_key and not public:
             given = request.headers.get("X-API-Key") or ""
             bearer = request.headers.get("Authorization", "")
             if bearer.lower().startswith("bearer "):
@@ -111,6 +129,11 @@ def _auth(api_key: str | None):
         return await handler(request)
 
     return check
+
+
+def _malformed(err: Exception) -> str:
+    """What aiohttp's parser found wrong, without its status-code prefix."""
+    return getattr(err, "message", "") or str(err) or type(err).__name__
 
 
 def _enabled(service: _Service | None, what: str) -> _Service:
@@ -156,6 +179,11 @@ class HttpApi:
         app.router.add_get("/api/llm", self.llm)
         app.router.add_get("/api/chatbot", self.llm)  # WIS's name for it
         OpenAiRoutes(self.services, self.form_audio).add_to(app)
+        VoiceRoutes(self.services).add_to(app)
+        StsRoute(self.services, self.form_audio, _asr_options).add_to(app)
+        RtcRoutes(self.services, _asr_options).add_to(app)
+        DocsRoutes().add_to(app)
+        install_cors(app, self.services.cors_origins)
         return app
 
     async def ping(self, request: web.Request) -> web.Response:
@@ -226,32 +254,28 @@ class HttpApi:
         """The multipart form's audio file (any format PyAV decodes) and its text fields."""
         if not request.content_type.startswith("multipart/"):
             raise InvalidRequestError(f"send the audio as multipart/form-data in the field '{field}'")
-        reader = await request.multipart()
         data, fields = None, {}
-        while (part := await reader.next()) is not None:
-            name = getattr(part, "name", None)
-            if name == field:
-                data = await part.read()  # type: ignore[union-attr]
-            elif name and getattr(part, "filename", None) is None:
-                fields[name] = (await part.text())[:10_000]  # type: ignore[union-attr]
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                name = getattr(part, "name", None)
+                if name == field:
+                    data = await part.read()  # type: ignore[union-attr]
+                elif name and getattr(part, "filename", None) is None:
+                    fields[name] = (await part.text())[:10_000]  # type: ignore[union-attr]
+        except (HttpProcessingError, ValueError, LookupError) as err:
+            # aiohttp's parser on a malformed form: no or wrong boundary, a bad part header, a body
+            # cut short, text that is not in its charset. The client's fault, not a server error.
+            raise InvalidRequestError(f"the multipart form cannot be read: {_malformed(err)}") from err
         if data is None:
             raise InvalidRequestError(f"the form has no '{field}' field")
-        if not data:
-            raise InvalidAudioError(f"{field} is empty")
-        try:
-            audio = decode_audio(io.BytesIO(data), sampling_rate=WHISPER_RATE)
-        except (av.error.FFmpegError, OSError, ValueError, IndexError) as err:
-            raise InvalidAudioError(f"{field} cannot be decoded: {err}") from err
-        if len(audio) / WHISPER_RATE > self.services.max_audio_seconds:
-            raise AudioTooLongError(f"audio is longer than {self.services.max_audio_seconds:g} s")
+        audio = await asyncio.to_thread(decode_bytes, data, field, self.services.max_audio_seconds)
         return audio, fields
 
     async def tts(self, request: web.Request) -> web.Response:
         tts = _enabled(self.services.tts, "text to speech")
         text = _text_of(request)
-        audio_format = request.query.get("format", "wav").lower()
-        if audio_format != "wav":
-            raise InvalidRequestError(f"format {audio_format!r} is not supported yet; use wav")
+        encoding = audio_encoding(request.query.get("format") or "wav")
         options = SynthesisOptions(
             voice=request.query.get("voice") or None,
             speaker=request.query.get("speaker") or None,
@@ -259,9 +283,9 @@ class HttpApi:
         )
         parts = [part async for part in tts.speak(text, options)]
         rate = parts[0].rate if parts else tts.voice(options).sample_rate
-        body = wav_bytes(b"".join(part.pcm for part in parts), rate)
+        body = await asyncio.to_thread(encode_audio, b"".join(part.pcm for part in parts), rate, encoding)
         cached = "HIT" if parts and all(part.cached for part in parts) else "MISS"
-        return web.Response(body=body, content_type="audio/wav", headers={"X-WIS-Cache": cached})
+        return web.Response(body=body, headers={"Content-Type": encoding.content_type, "X-WIS-Cache": cached})
 
     async def llm(self, request: web.Request) -> web.Response:
         agent = _enabled(self.services.agent, "the LLM")
@@ -272,7 +296,7 @@ class HttpApi:
 
 
 async def start_http(services: HttpServices, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(HttpApi(services).app(), access_log=None)
+    runner = web.AppRunner(HttpApi(services).app(), access_log=None, max_line_size=MAX_REQUEST_LINE)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     _LOGGER.info("HTTP API listening on http://%s:%d", host, port)

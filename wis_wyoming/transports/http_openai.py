@@ -4,15 +4,18 @@
   ours; OpenAI's `whisper-1` means the default), `language`, `prompt`, `response_format` (json,
   text, verbose_json, srt, vtt) and `stream=true` (server-sent `transcript.text.delta` events,
   one per segment, then `transcript.text.done`).
-- `POST /v1/audio/speech`: `{"input", "voice", "response_format": "wav"|"pcm", "speed"}`.
+- `POST /v1/audio/speech`: `{"input", "voice", "response_format", "speed"}`; formats mp3 (the
+  default, as OpenAI's), opus, aac, flac, wav, pcm (16-bit mono at `X-Sample-Rate`), ogg.
 - `POST /v1/chat/completions`: the LLM backend, streamed as `chat.completion.chunk` events with
-  `stream: true`.
+  `stream: true`; a failure mid-stream is an OpenAI-style `{"error": {...}}` event, then the end.
 - `GET /v1/models`: the speech models, the voices and the LLM.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -20,13 +23,16 @@ from typing import Any
 from aiohttp import web
 
 from ..engine.asr import AsrEngine, Transcription, TranscriptionOptions
-from ..engine.audio import wav_bytes
+from ..engine.audio_formats import audio_encoding, encode_audio, encoded_rate
 from ..engine.llm import GenerationOptions, stream_within
 from ..engine.tts import SynthesisOptions
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, WisError
+
+_LOGGER = logging.getLogger(__name__)
 
 OPENAI_ASR_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm", "ogg")  # OpenAI's, and Ogg Vorbis
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -55,6 +61,26 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequestError("the body must be a JSON object")
     return body
+
+
+def _number(
+    body: dict[str, Any], key: str, low: float | None, high: float | None, integer: bool = False
+) -> Any:
+    """The body's `key`, a number from `low` to `high` (None: no bound); None when absent or null.
+    Checked here: llama.cpp would take a string seed as its own failure (a 502), and a
+    negative max_tokens as "until the context is full"."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int if integer else int | float)
+        or not (value if low is None else low) <= value <= (value if high is None else high)  # not NaN
+    ):
+        kind = "an integer" if integer else "a number"
+        bounds = (f" from {low:g}" if low is not None else "") + (f" to {high:g}" if high is not None else "")
+        raise InvalidRequestError(f"{key} must be {kind}{bounds}, got {value!r}")
+    return value
 
 
 def _sse(data: dict | str) -> bytes:
@@ -134,21 +160,24 @@ class OpenAiRoutes:
         text = body.get("input")
         if not isinstance(text, str) or not text.strip():
             raise InvalidRequestError("'input' must be a non-empty string")
-        audio_format = body.get("response_format", "wav")
-        if audio_format not in ("wav", "pcm"):
-            raise InvalidRequestError(f"response_format {audio_format!r} is not supported; use wav or pcm")
+        audio_format = body.get("response_format", "mp3")  # OpenAI's default
+        if not isinstance(audio_format, str):
+            raise InvalidRequestError("response_format must be a string")
+        encoding = audio_encoding(audio_format, SPEECH_FORMATS)
         speed = body.get("speed", 1.0)
         if not isinstance(speed, int | float) or not 0.25 <= speed <= 4.0:
             raise InvalidRequestError("speed must be a number from 0.25 to 4")
         voice = body.get("voice")
+        if voice is not None and not isinstance(voice, str):
+            raise InvalidRequestError("voice must be a string")
         known = {v.name for v in tts.catalogue.voices()}
         options = SynthesisOptions(voice=voice if voice in known else None, length_scale=1.0 / speed)
         parts = [part async for part in tts.speak(text, options)]
         pcm = b"".join(part.pcm for part in parts)
         rate = parts[0].rate if parts else tts.voice(options).sample_rate
-        if audio_format == "pcm":
-            return web.Response(body=pcm, content_type="audio/pcm", headers={"X-Sample-Rate": str(rate)})
-        return web.Response(body=wav_bytes(pcm, rate), content_type="audio/wav")
+        audio = await asyncio.to_thread(encode_audio, pcm, rate, encoding)
+        headers = {"Content-Type": encoding.content_type, "X-Sample-Rate": str(encoded_rate(encoding, rate))}
+        return web.Response(body=audio, headers=headers)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         agent = self.services.agent
@@ -168,18 +197,16 @@ class OpenAiRoutes:
         ):
             raise InvalidRequestError("'messages' must be a list of {role, content} with text content")
         defaults = agent.settings.generation
-        try:
-            options = GenerationOptions(
-                temperature=float(body.get("temperature", defaults.temperature)),
-                top_p=float(body.get("top_p", defaults.top_p)),
-                max_tokens=int(
-                    body.get("max_tokens") or body.get("max_completion_tokens") or defaults.max_tokens
-                ),
-                timeout=defaults.timeout,
-                seed=body.get("seed"),
-            )
-        except (TypeError, ValueError) as err:
-            raise InvalidRequestError(f"bad generation option: {err}") from err
+        temperature, top_p = _number(body, "temperature", 0, 2), _number(body, "top_p", 0, 1)
+        max_tokens = _number(body, "max_tokens", 1, None, integer=True)
+        max_tokens = max_tokens or _number(body, "max_completion_tokens", 1, None, integer=True)
+        options = GenerationOptions(
+            temperature=defaults.temperature if temperature is None else float(temperature),
+            top_p=defaults.top_p if top_p is None else float(top_p),
+            max_tokens=max_tokens or defaults.max_tokens,
+            timeout=defaults.timeout,
+            seed=_number(body, "seed", None, None, integer=True),
+        )
         model = agent.backend.name
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -202,9 +229,20 @@ class OpenAiRoutes:
             )  # fmt: skip
 
         await response.write(chunk({"role": "assistant", "content": ""}))
-        async for piece in pieces:
-            await response.write(chunk({"content": piece}))
-        await response.write(chunk({}, "stop"))
-        await response.write(_sse("[DONE]"))
+        try:
+            async for piece in pieces:
+                await response.write(chunk({"content": piece}))
+        except ConnectionError:  # the client went away: nobody to tell
+            raise
+        except Exception as err:
+            # The status line went out with the first byte, so a failure from here on is an
+            # event in the stream (as OpenAI sends one), and the stream still ends cleanly.
+            if not isinstance(err, WisError):
+                _LOGGER.exception("Chat completion %s failed mid-stream", completion_id)
+            code = getattr(err, "code", "internal-error")
+            await response.write(_sse({"error": {"message": str(err), "type": "server_error", "code": code}}))
+        else:
+            await response.write(chunk({}, "stop"))
+            await response.write(_sse("[DONE]"))
         await response.write_eof()
         return response

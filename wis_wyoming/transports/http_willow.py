@@ -10,18 +10,16 @@ complete (PyAV's decoder wants whole frames with their file header).
 
 from __future__ import annotations
 
-import io
+import asyncio
 import struct
 import time
 
-import av
 from aiohttp import web
-from faster_whisper import decode_audio
 
 from ..engine.asr import AsrEngine, TranscriptionOptions
-from ..engine.audio import WHISPER_RATE, PcmByteStream, PcmFormat
+from ..engine.audio import WHISPER_RATE, PcmByteStream, PcmFormat, decode_bytes
 from ..engine.streaming import StreamingPolicy, TranscriptStream
-from ..errors import AudioTooLongError, InvalidAudioError, InvalidRequestError
+from ..errors import InvalidAudioError, InvalidRequestError
 
 CODECS = ("pcm", "wav", "amrwb")
 _CHUNK_HEADER = struct.Struct("<4sI")
@@ -104,12 +102,7 @@ async def transcribe_body(
     try:
         if codec == "amrwb":
             body = await request.read()
-            try:
-                audio = decode_audio(io.BytesIO(body), sampling_rate=WHISPER_RATE)
-            except (av.error.FFmpegError, OSError, ValueError, IndexError) as err:
-                raise InvalidAudioError(f"the AMR-WB body cannot be decoded: {err}") from err
-            if len(audio) / WHISPER_RATE > max_seconds:
-                raise AudioTooLongError(f"audio is longer than {max_seconds:g} s")
+            audio = await asyncio.to_thread(decode_bytes, body, "the AMR-WB body", max_seconds)
             stream.push(audio)
             seconds = len(audio) / WHISPER_RATE
         else:
