@@ -28,7 +28,8 @@ from .hardware import ComputePlan
 _LOGGER = logging.getLogger(__name__)
 
 CONTEXT_FRAMES = 16  # decoder frames either side of a chunk: enough for identical samples
-CHUNK_FRAMES = (16, 48, 128)  # the first chunk small for first audio, later ones cheaper per sample
+CHUNK_FRAMES = (16, 112, 384)  # the first small for first audio; each next decodes in far less than
+# the audio before it plays (the decoder runs at about 30x real time on 2 cores)
 MIN_LAST_FRAMES = 32  # a short remainder joins the chunk before it (trailing silence is trimmed whole)
 CALIBRATION_TEXT = "This is how my voice sounds. I can tell you the time, or turn on the lights."
 TARGET_RMS = 0.1  # -20 dBFS, usual for speech
