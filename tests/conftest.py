@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import wave
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -15,6 +17,18 @@ from wis_wyoming.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SPEECH = Path(os.environ.get("WIS_SPEECH_DIR", REPO.parent / "shared" / "speech"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_settings(base: Settings, **changes: Any) -> tuple[Settings, str]:
+    """tiny.en behind the HTTP API on a free port of 127.0.0.1, with `changes`; and its URL."""
+    port = free_port()
+    return replace(base, models=["tiny.en"], http_port=port, **changes), f"http://127.0.0.1:{port}"
 
 
 def speech(relative: str) -> Path:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import wave
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import aiohttp
 import jiwer
@@ -21,19 +20,12 @@ from wis_wyoming.app import WisServer
 from wis_wyoming.engine.asr import TranscriptionOptions
 from wis_wyoming.engine.audio import PcmFormat, StreamingResampler
 
-from .conftest import REPO, read_wav, reference_text, speech
+from .conftest import REPO, http_settings, read_wav, reference_text, speech
 
 normalise = EnglishTextNormalizer()
 LIBRI = speech("librispeech/1089-134686-0000.wav")
 DOOR = speech("commands/lock_the_Front_Door.wav")
 KEY = "kitchen-secret"
-URL = "http://127.0.0.1:{}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -45,11 +37,10 @@ class Http:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def http(base_settings):
     """tiny.en, Piper and the LLM behind the HTTP API, with an API key."""
-    port = free_port()
-    settings = replace(base_settings, models=["tiny.en"], http_port=port, api_key=KEY)
+    settings, url = http_settings(base_settings, api_key=KEY)
     headers = {"X-API-Key": KEY}
-    async with WisServer(settings), aiohttp.ClientSession(URL.format(port), headers=headers) as session:
-        yield Http(session, URL.format(port))
+    async with WisServer(settings), aiohttp.ClientSession(url, headers=headers) as session:
+        yield Http(session, url)
 
 
 def form(path, field: str = "audio_file") -> aiohttp.FormData:
@@ -312,12 +303,9 @@ async def dying_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 
 async def test_a_chat_stream_whose_llm_dies_midway_ends_with_an_error_event(base_settings):
     backend = await asyncio.start_server(dying_backend, "127.0.0.1", 0)
-    port = free_port()
-    settings = replace(
+    settings, url = http_settings(
         base_settings,
-        models=["tiny.en"],
         tts=False,
-        http_port=port,
         llm="openai",
         llm_url=f"http://127.0.0.1:{backend.sockets[0].getsockname()[1]}/v1",
         llm_model="remote",
@@ -328,7 +316,7 @@ async def test_a_chat_stream_whose_llm_dies_midway_ends_with_an_error_event(base
         "stream": True,
     }
     try:
-        async with WisServer(settings), aiohttp.ClientSession(URL.format(port)) as session:
+        async with WisServer(settings), aiohttp.ClientSession(url) as session:
             async with session.post("/v1/chat/completions", json=request) as response:
                 assert response.status == 200
                 raw = (await response.read()).decode()  # the chunked body ends properly
@@ -337,7 +325,7 @@ async def test_a_chat_stream_whose_llm_dies_midway_ends_with_an_error_event(base
             assert said == "The lights are" and "[DONE]" not in raw
             error = events[-1]["error"]
             assert error["code"] == "llm-failed" and error["type"] == "server_error" and error["message"]
-            client = openai.AsyncOpenAI(base_url=f"{URL.format(port)}/v1", api_key="none")
+            client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="none")
             try:
                 stream = await client.chat.completions.create(
                     model="any", messages=request["messages"], stream=True

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import aiohttp
 import pytest
 import pytest_asyncio
@@ -13,8 +11,7 @@ from wis_wyoming.cli import _resolve, build_parser
 from wis_wyoming.config import resolve_settings
 from wis_wyoming.errors import ConfigError
 
-from .conftest import speech
-from .test_http import free_port
+from .conftest import http_settings, speech
 
 KEY = "cors-secret"
 ALLOWED = "http://kitchen-panel.local:8123"
@@ -28,18 +25,9 @@ PREFLIGHT = {
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def cors_url(base_settings):
     """tiny.en only behind the HTTP API, with an API key and one allowed origin."""
-    port = free_port()
-    settings = replace(
-        base_settings,
-        models=["tiny.en"],
-        http_port=port,
-        api_key=KEY,
-        cors_origins=[ALLOWED],
-        tts=False,
-        llm="none",
-    )
+    settings, url = http_settings(base_settings, api_key=KEY, cors_origins=[ALLOWED], tts=False, llm="none")
     async with WisServer(settings):
-        yield f"http://127.0.0.1:{port}"
+        yield url
 
 
 async def test_a_preflight_from_an_allowed_origin_is_answered_without_the_key(cors_url):
@@ -112,11 +100,8 @@ def test_cors_origins_come_from_settings_and_the_command_line():
 
 
 async def test_any_origin_with_a_star(base_settings):
-    port = free_port()
-    settings = replace(
-        base_settings, models=["tiny.en"], http_port=port, cors_origins=["*"], tts=False, llm="none"
-    )
-    async with WisServer(settings), aiohttp.ClientSession(f"http://127.0.0.1:{port}") as browser:
+    settings, url = http_settings(base_settings, cors_origins=["*"], tts=False, llm="none")
+    async with WisServer(settings), aiohttp.ClientSession(url) as browser:
         async with browser.options("/api/asr", headers={**PREFLIGHT, "Origin": STRANGER}) as response:
             assert response.status == 204 and response.headers["Access-Control-Allow-Origin"] == "*"
         async with browser.get("/api/ping", headers={"Origin": STRANGER}) as response:

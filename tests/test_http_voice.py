@@ -9,7 +9,7 @@ import base64
 import io
 import struct
 import wave
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -26,8 +26,7 @@ from wis_wyoming.app import WisServer
 from wis_wyoming.engine.asr import TranscriptionOptions
 from wis_wyoming.engine.audio import decode_bytes, wav_bytes
 
-from .conftest import speech
-from .test_http import free_port
+from .conftest import http_settings, speech
 
 KEY = "voice-secret"
 TEXT = "The back door is open."
@@ -54,16 +53,7 @@ class Api:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def api(base_settings, tmp_path_factory):
     home = tmp_path_factory.mktemp("voice-home")
-    port = free_port()
-    settings = replace(
-        base_settings,
-        models=["tiny.en"],
-        http_port=port,
-        api_key=KEY,
-        voices_dir=home / "voices",
-        llm_max_tokens=40,
-    )
-    url = f"http://127.0.0.1:{port}"
+    settings, url = http_settings(base_settings, api_key=KEY, voices_dir=home / "voices", llm_max_tokens=40)
     async with (
         WisServer(settings) as running,
         aiohttp.ClientSession(url, headers={"X-API-Key": KEY}) as session,

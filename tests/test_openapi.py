@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import aiohttp
 import hypothesis
@@ -22,8 +22,7 @@ from wis_wyoming.app import WisServer
 from wis_wyoming.transports.http_api import HttpApi, HttpServices
 from wis_wyoming.transports.openapi import openapi_document
 
-from .conftest import speech
-from .test_http import free_port
+from .conftest import http_settings, speech
 
 KEY = "docs-secret"
 # schemathesis speaks plain HTTP: a WebSocket and a WebRTC session are described, not fuzzed.
@@ -57,18 +56,11 @@ async def live(base_settings, tmp_path_factory):
     """tiny.en, Piper and the LLM behind the HTTP API with a key; voices and the TTS cache in a
     directory of their own (the fuzzer uploads and deletes voices); short LLM answers."""
     home = tmp_path_factory.mktemp("openapi-home")
-    port = free_port()
-    settings = replace(
-        base_settings,
-        models=["tiny.en"],
-        http_port=port,
-        api_key=KEY,
-        voices_dir=home / "voices",
-        tts_cache_dir=home / "tts",
-        llm_max_tokens=16,
+    settings, url = http_settings(
+        base_settings, api_key=KEY, voices_dir=home / "voices", tts_cache_dir=home / "tts", llm_max_tokens=16
     )
     async with WisServer(settings) as running:
-        yield Live(running, f"http://127.0.0.1:{port}")
+        yield Live(running, url)
 
 
 def test_the_document_is_valid_openapi_3_1():

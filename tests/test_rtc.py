@@ -7,9 +7,7 @@ import asyncio
 import itertools
 import json
 import re
-import socket
 import wave
-from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +25,7 @@ from wis_wyoming.engine.audio import WHISPER_RATE, decode_file
 from wis_wyoming.errors import ConfigError
 from wis_wyoming.transports.rtc_ice import IceServer, host_addresses
 
-from .conftest import reference_text, speech
+from .conftest import http_settings, reference_text, speech
 from .rtc_client import RtcClient
 
 normalise = EnglishTextNormalizer()
@@ -44,12 +42,6 @@ PORTS = (47100, 47199)
 CHROMIUM = "/usr/bin/chromium"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wer(reference: Path, text: str) -> float:
     return jiwer.wer(normalise(reference_text(reference)), normalise(text))
 
@@ -62,10 +54,8 @@ def candidates(sdp: str) -> list[tuple[str, int]]:
 
 def rtc_settings(base_settings, **changes):
     """tiny.en behind the HTTP API with a key; WebRTC media on loopback, in a port range."""
-    return replace(
+    settings, _ = http_settings(
         base_settings,
-        models=["tiny.en"],
-        http_port=free_port(),
         api_key=KEY,
         tts=False,
         llm="none",
@@ -73,6 +63,7 @@ def rtc_settings(base_settings, **changes):
         rtc_ports=PORTS,
         **changes,
     )
+    return settings
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
