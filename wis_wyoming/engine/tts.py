@@ -190,14 +190,16 @@ class TtsEngine:
         earlier audio plays, and decoding them whole costs less (no overlap between chunks).
         """
         loop = asyncio.get_running_loop()
-        latents = await loop.run_in_executor(self._worker, self._latents, text, voice, options)
+        # One loaded voice for the whole part: its decoder must be the prelude's.
+        piper = await loop.run_in_executor(self._worker, self._piper, voice)
+        latents = await loop.run_in_executor(self._worker, self._latents, piper, text, voice, options)
         made: list[bytes] = []
         if not latents:
             yield b"", True
         for index, latent in enumerate(latents):
             bounds = chunk_bounds(latent.frames) if opens else [(0, latent.frames)]
             for number, (start, end) in enumerate(bounds):
-                pcm = await loop.run_in_executor(self._worker, self._decode, voice, latent, start, end)
+                pcm = await loop.run_in_executor(self._worker, self._decode, piper, voice, latent, start, end)
                 made.append(pcm)
                 yield pcm, index == len(latents) - 1 and number == len(bounds) - 1
         if self.cache is not None:
@@ -206,8 +208,7 @@ class TtsEngine:
 
     # --- on the worker thread --------------------------------------------------------------------
 
-    def _latents(self, text: str, voice: Voice, options: SynthesisOptions) -> list[Latent]:
-        piper = self._piper(voice)
+    def _latents(self, piper: SplitPiper, text: str, voice: Voice, options: SynthesisOptions) -> list[Latent]:
         try:
             return piper.latents(
                 spoken(text, voice.languages[0]),
@@ -220,9 +221,9 @@ class TtsEngine:
             _LOGGER.exception("Piper failed on %r with voice %s", text, voice.name)
             raise SynthesisError(f"voice {voice.name} could not speak the text: {err}") from err
 
-    def _decode(self, voice: Voice, latent: Latent, start: int, end: int) -> bytes:
+    def _decode(self, piper: SplitPiper, voice: Voice, latent: Latent, start: int, end: int) -> bytes:
         try:
-            return self._piper(voice).decode(latent, start, end)
+            return piper.decode(latent, start, end)
         except Exception as err:
             _LOGGER.exception("Piper's decoder failed with voice %s", voice.name)
             raise SynthesisError(f"voice {voice.name} could not speak the text: {err}") from err
