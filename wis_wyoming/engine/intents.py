@@ -2,10 +2,10 @@
 
 The model is held to a JSON schema, one alternative per intent with the slots it needs and may
 have, so its output always parses and never lacks a needed slot; what it fills in is then
-checked again here: an intent that lacks a slot it needs, or "none", is not recognised. A 270M
-model gets some wrong: `bench/llm.py` measures how many on a labelled set. The model writes plain labels ("turn_on", "set_timer"),
-mapped to Home Assistant's names here: on the bundled model that took the labelled set from 22 %
-to 65 % right, the per-intent slots included.
+checked again here: an intent that lacks a slot it needs, or "none", is not recognised. The
+model writes plain labels ("turn_on", "set_timer"), mapped to Home Assistant's names here: on
+the bundled model that took the labelled set from 22 % to 65 % right, the per-intent slots
+included. A 270M model still gets some wrong: `bench/llm.py` measures how many.
 """
 
 from __future__ import annotations
