@@ -24,8 +24,9 @@ from .engine.tts import TtsDefaults, TtsEngine
 from .engine.tts_cache import TtsCache
 from .engine.voices import VoiceCatalogue
 from .errors import ConfigError
-from .transports.http_api import HttpServices, start_http
+from .transports.http_api import start_http
 from .transports.http_rtc import RtcOptions
+from .transports.http_services import HttpServices
 from .transports.wyoming_handler import WyomingHandler, WyomingService
 from .transports.zeroconf import ZeroconfAdvertiser, advertised_addresses
 

@@ -18,27 +18,26 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from typing import TypeVar
+from dataclasses import replace
 
 import numpy as np
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import __version__
-from ..engine.asr import AsrEngine, TranscriptionOptions
+from ..engine.asr import TranscriptionOptions
 from ..engine.audio import WHISPER_RATE, decode_bytes
 from ..engine.audio_formats import audio_encoding, encode_audio
-from ..engine.conversation import ConversationAgent
 from ..engine.languages import WHISPER_LANGUAGES
 from ..engine.llm import LlmError
-from ..engine.tts import MAX_TEXT_CHARS, SynthesisOptions, TtsEngine
+from ..engine.tts import MAX_TEXT_CHARS, SynthesisOptions
 from ..errors import InvalidRequestError, OverloadedError, WisError
 from .http_cors import install_cors
 from .http_docs import PATHS as DOCS_PATHS
 from .http_docs import DocsRoutes
 from .http_openai import OpenAiRoutes
-from .http_rtc import RtcOptions, RtcRoutes
+from .http_rtc import RtcRoutes
+from .http_services import HttpServices, enabled
 from .http_sts import StsRoute
 from .http_voices import VoiceRoutes
 from .http_willow import transcribe_body
@@ -50,21 +49,8 @@ MAX_BODY_BYTES = 64 << 20
 # `GET /api/tts?text=` takes as much text as TTS does, and percent-encoded UTF-8 is up to 12 bytes
 # a character; aiohttp's default (8190 bytes) refused a longer request line with a plain-text 400.
 MAX_REQUEST_LINE = 12 * MAX_TEXT_CHARS + 1024
-_Service = TypeVar("_Service")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
-
-
-@dataclass
-class HttpServices:
-    asr: AsrEngine
-    tts: TtsEngine | None = None
-    agent: ConversationAgent | None = None
-    api_key: str | None = None
-    max_audio_seconds: float = 120.0
-    started: float = 0.0
-    cors_origins: tuple[str, ...] = ()
-    rtc: RtcOptions | None = None  # None: WebRTC's defaults
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -134,12 +120,6 @@ def _auth(api_key: str | None):
 def _malformed(err: Exception) -> str:
     """What aiohttp's parser found wrong, without its status-code prefix."""
     return getattr(err, "message", "") or str(err) or type(err).__name__
-
-
-def _enabled(service: _Service | None, what: str) -> _Service:
-    if service is None:
-        raise InvalidRequestError(f"{what} is not enabled on this server")
-    return service
 
 
 def _text_of(request: web.Request) -> str:
@@ -273,7 +253,7 @@ class HttpApi:
         return audio, fields
 
     async def tts(self, request: web.Request) -> web.Response:
-        tts = _enabled(self.services.tts, "text to speech")
+        tts = enabled(self.services.tts, "text to speech")
         text = _text_of(request)
         encoding = audio_encoding(request.query.get("format") or "wav")
         options = SynthesisOptions(
@@ -288,7 +268,7 @@ class HttpApi:
         return web.Response(body=body, headers={"Content-Type": encoding.content_type, "X-WIS-Cache": cached})
 
     async def llm(self, request: web.Request) -> web.Response:
-        agent = _enabled(self.services.agent, "the LLM")
+        agent = enabled(self.services.agent, "the LLM")
         text = _text_of(request)
         conversation = request.query.get("conversation_id") or None
         answer = "".join([piece async for piece in agent.reply(text, conversation)]).strip()

@@ -27,6 +27,7 @@ from ..engine.audio_formats import audio_encoding, encode_audio, encoded_rate
 from ..engine.llm import GenerationOptions, stream_within
 from ..engine.tts import SynthesisOptions
 from ..errors import InvalidRequestError, WisError
+from .http_services import HttpServices, enabled
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ def _sse(data: dict | str) -> bytes:
 
 
 class OpenAiRoutes:
-    def __init__(self, services: Any, read_audio: Any) -> None:
-        self.services = services  # http_api.HttpServices
+    def __init__(self, services: HttpServices, read_audio: Any) -> None:
+        self.services = services
         self._read_audio = read_audio  # (request, field) -> (audio, form fields)
 
     def add_to(self, app: web.Application) -> None:
@@ -153,9 +154,7 @@ class OpenAiRoutes:
         return web.json_response({"text": result.text})
 
     async def speech(self, request: web.Request) -> web.Response:
-        tts = self.services.tts
-        if tts is None:
-            raise InvalidRequestError("text to speech is not enabled on this server")
+        tts = enabled(self.services.tts, "text to speech")
         body = await _json_body(request)
         text = body.get("input")
         if not isinstance(text, str) or not text.strip():
@@ -180,9 +179,7 @@ class OpenAiRoutes:
         return web.Response(body=audio, headers=headers)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        agent = self.services.agent
-        if agent is None:
-            raise InvalidRequestError("no LLM is enabled on this server")
+        agent = enabled(self.services.agent, "the LLM")
         body = await _json_body(request)
         messages = body.get("messages")
         if (

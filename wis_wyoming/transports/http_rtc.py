@@ -43,6 +43,7 @@ from ..engine.asr import AsrEngine, TranscriptionOptions
 from ..engine.audio import PcmByteStream, PcmFormat
 from ..engine.streaming import StreamingPolicy, TranscriptStream
 from ..errors import InvalidAudioError, InvalidRequestError, OverloadedError, WisError
+from .http_services import HttpServices
 from .rtc_ice import IceServer, host_addresses, restrict_gathering
 
 _LOGGER = logging.getLogger(__name__)
@@ -350,8 +351,9 @@ class RtcSession:
 class RtcRoutes:
     """`/api/rtc/asr`, `/api/rtc/config` and the `/rtc` page."""
 
-    def __init__(self, services: Any, asr_options: Callable[[web.Request], TranscriptionOptions]) -> None:
-        # services: http_api.HttpServices
+    def __init__(
+        self, services: HttpServices, asr_options: Callable[[web.Request], TranscriptionOptions]
+    ) -> None:
         self.engine: AsrEngine = services.asr
         self.options: RtcOptions = services.rtc or RtcOptions()
         self.max_audio_seconds: float = services.max_audio_seconds

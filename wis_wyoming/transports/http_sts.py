@@ -27,7 +27,6 @@ import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -39,6 +38,7 @@ from ..engine.audio_formats import streaming_wav_header
 from ..engine.tts import SynthesisOptions
 from ..engine.voice_chain import VoiceChain
 from ..errors import InvalidRequestError
+from .http_services import HttpServices
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,9 +50,12 @@ ReadForm = Callable[[web.Request, str], Awaitable[tuple[np.ndarray, dict[str, st
 
 class StsRoute:
     def __init__(
-        self, services: Any, read_form: ReadForm, asr_options: Callable[[web.Request], TranscriptionOptions]
+        self,
+        services: HttpServices,
+        read_form: ReadForm,
+        asr_options: Callable[[web.Request], TranscriptionOptions],
     ) -> None:
-        self.services = services  # http_api.HttpServices
+        self.services = services
         self._read_form = read_form
         self._asr_options = asr_options
 

@@ -24,6 +24,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..engine.tts import SynthesisOptions, TtsEngine
 from ..engine.voices import MAX_CONFIG_BYTES, UnknownVoiceError, Voice, check_name
 from ..errors import InvalidRequestError
+from .http_services import HttpServices, enabled
 
 MAX_MODEL_BYTES = 256 << 20  # Piper's largest voices are about 120 MB
 MAX_NAME_CHARS = 200
@@ -60,8 +61,8 @@ async def _read_bounded(part: BodyPartReader, limit: int, what: str) -> bytes:
 
 
 class VoiceRoutes:
-    def __init__(self, services: Any) -> None:
-        self.services = services  # http_api.HttpServices
+    def __init__(self, services: HttpServices) -> None:
+        self.services = services
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/api/voices", self.list_voices)
@@ -69,9 +70,7 @@ class VoiceRoutes:
         app.router.add_delete("/api/voices/{name}", self.delete)
 
     def _tts(self) -> TtsEngine:
-        if self.services.tts is None:
-            raise InvalidRequestError("text to speech is not enabled on this server")
-        return self.services.tts
+        return enabled(self.services.tts, "text to speech")
 
     def _bundled(self, name: str) -> bool:
         return any(voice.bundled and voice.name == name for voice in self._tts().catalogue.voices())
