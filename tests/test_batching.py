@@ -129,3 +129,27 @@ def test_a_cancelled_job_is_not_run():
     finally:
         scheduler.close()
     assert ran == ["first", "kept"]
+
+
+def test_with_two_workers_an_answer_runs_beside_a_batch_in_progress():
+    started, held = threading.Event(), threading.Event()
+
+    def run_batch(batch: list[Job]) -> None:
+        if batch[0].payload == "long update":
+            started.set()
+            held.wait(timeout=10)
+        for job in batch:
+            job.future.set_result(threading.current_thread().name)
+
+    scheduler = BatchScheduler("test", run_batch, 8, workers=2)
+    try:
+        update = scheduler.submit("long update", "en", urgent=False)
+        assert started.wait(timeout=10)
+        answer = scheduler.submit("answer", "de", urgent=True)
+        # The answer is done while the update still holds the other worker.
+        answered_on = answer.future.result(timeout=10)
+        assert not update.future.done()
+        held.set()
+        assert update.future.result(timeout=10) != answered_on
+    finally:
+        scheduler.close()

@@ -1,8 +1,9 @@
 """Whisper ASR on CTranslate2 (faster-whisper): resident models, per-request options, workers.
 
-Each resident model has its own worker thread and a bounded count of requests in flight, so two
+Each resident model has its own worker threads and a bounded count of requests in flight, so two
 models serve two clients in parallel, the event loop never runs inference, and overload is
-refused with a clear error instead of an ever-growing queue.
+refused with a clear error instead of an ever-growing queue. On a CPU a small model decodes on
+one thread per worker, a worker per core, and encodes on all cores (see `ThreadLayout`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,25 @@ PROMPT_OVERHEAD_TOKENS = 8  # start-of-previous, start-of-transcript, language, 
 # use, from this seed, so a server given the same requests in the same order answers the same
 # (benchmarks and tests repeat); without it, hard clips change words from run to run.
 SAMPLING_SEED = 0
+# Models up to this size on disk get an encoder instance of their own on a CPU (a second copy of
+# the weights; see encoder_window): tiny, base and small. Larger ones keep one instance.
+SPLIT_ENCODER_MAX_BYTES = 600 << 20
+
+
+@dataclass(frozen=True)
+class ThreadLayout:
+    """How a model's CTranslate2 instances use the CPU's threads."""
+
+    decoder_threads: int  # per decoder replica
+    workers: int  # decoder replicas, each with a scheduler thread: batches decoded side by side
+    encoder_threads: int  # 0: the encoder runs on the decoder instance
+
+    @classmethod
+    def plan(cls, plan: ComputePlan, model_bytes: int) -> ThreadLayout:
+        threads = plan.cpu_threads
+        if plan.device != "cpu" or threads < 2 or model_bytes > SPLIT_ENCODER_MAX_BYTES:
+            return cls(decoder_threads=threads, workers=1, encoder_threads=0)
+        return cls(decoder_threads=1, workers=threads, encoder_threads=threads)
 
 
 @dataclass(frozen=True)
@@ -139,7 +159,7 @@ CONTEXT_BUCKETS = (1, 32, 128)  # prompt lengths (tokens) that share a batch: cu
 
 
 class ResidentModel:
-    """A loaded model with its own worker thread, which decodes queued passes in batches."""
+    """A loaded model with its own worker threads, which decode queued passes in batches."""
 
     def __init__(
         self,
@@ -148,13 +168,14 @@ class ResidentModel:
         load_seconds: float,
         gate: SpeechGate | None = None,
         max_batch: int = 8,
+        workers: int = 1,
     ) -> None:
         self.info = info
         self.whisper = whisper
         self.load_seconds = load_seconds
         self.gate = gate
         self.in_flight = 0  # queued + running, counted on the event loop
-        self.scheduler = BatchScheduler(info.name, self._run_batch, max_batch)
+        self.scheduler = BatchScheduler(info.name, self._run_batch, max_batch, workers)
 
     def submit(
         self,
@@ -396,29 +417,35 @@ class AsrEngine:
     def _load(self, name: str, progress: bool) -> ResidentModel:
         info = self.registry.resolve(name, progress)
         start = time.perf_counter()
+        assert info.path is not None  # resolved
+        weights = info.path / "model.bin"
+        layout = ThreadLayout.plan(self.plan, weights.stat().st_size if weights.is_file() else 0)
         try:
             whisper = WindowedWhisperModel(
                 str(info.path),
                 window=EncoderWindow() if self._adaptive_window(info) else None,
+                encoder_threads=layout.encoder_threads,
                 device=self.plan.device,
                 device_index=self.plan.device_index,
                 compute_type=self.plan.compute_type,
-                cpu_threads=self.plan.cpu_threads,
+                cpu_threads=layout.decoder_threads,
+                num_workers=layout.workers,
                 local_files_only=True,
             )
         except (RuntimeError, ValueError, OSError) as err:
             raise ModelLoadError(f"cannot load model {name!r} from {info.path}: {err}") from err
         seconds = time.perf_counter() - start
         _LOGGER.info(
-            "Loaded model %s (%s, %s, %s encoder window) from %s in %.2f s",
+            "Loaded model %s (%s, %s, %s encoder window, %s) from %s in %.2f s",
             name,
             info.origin,
             "multilingual" if info.multilingual else "English-only",
             "adaptive" if whisper.window else "padded",
+            layout,
             info.path,
             seconds,
         )
-        return ResidentModel(info, whisper, seconds, self._gate, self.defaults.max_batch)
+        return ResidentModel(info, whisper, seconds, self._gate, self.defaults.max_batch, layout.workers)
 
     def _adaptive_window(self, info: ModelInfo) -> bool:
         mode = self.defaults.encoder_window

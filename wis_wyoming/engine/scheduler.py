@@ -1,11 +1,14 @@
-"""One worker thread per model that takes queued decodes in batches, answers first.
+"""Worker threads per model that take queued decodes in batches, answers first.
 
 Jobs wait in two queues: urgent ones (a client is waiting for its transcript) and the rest
 (streaming updates, which only move partial text along). The worker always starts with the
 oldest urgent job, so one satellite's answer never waits behind another's partial results, then
 fills the batch with the oldest jobs that can share its decoder call, urgent first. A job that
 shares with nothing runs alone. The queue's bound is enforced by the engine (per model, counted
-on the event loop), so the worker never holds more than that.
+on the event loop), so the workers never hold more than that.
+
+With several workers (one per decoder replica), batches run side by side: an answer that is due
+while another stream's update is being decoded starts at once on a free worker.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ class Job:
 
 
 class BatchScheduler:
-    """Runs `run_batch(jobs)` on its own thread; it must settle every job's future."""
+    """Runs `run_batch(jobs)` on `workers` threads of its own; it must settle every job's future."""
 
-    def __init__(self, name: str, run_batch: Callable[[list[Job]], None], max_batch: int) -> None:
+    def __init__(
+        self, name: str, run_batch: Callable[[list[Job]], None], max_batch: int, workers: int = 1
+    ) -> None:
         self._run_batch = run_batch
         self.max_batch = max(1, max_batch)
         self._urgent: list[Job] = []
@@ -42,8 +47,12 @@ class BatchScheduler:
         self._closed = False
         self.batches = 0  # batches run, and jobs in them: their ratio is the mean batch size
         self.batched_jobs = 0
-        self._thread = threading.Thread(target=self._work, name=f"asr-{name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"asr-{name}-{index}", daemon=True)
+            for index in range(max(1, workers))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, payload: Any, key: Hashable | None, urgent: bool) -> Job:
         job = Job(payload, key, urgent)
@@ -55,14 +64,15 @@ class BatchScheduler:
         return job
 
     def close(self) -> None:
-        """Finish the batch in progress, cancel the queued jobs and stop the thread."""
+        """Finish the batches in progress, cancel the queued jobs and stop the threads."""
         with self._ready:
             self._closed = True
             pending, self._urgent, self._later = self._urgent + self._later, [], []
-            self._ready.notify()
+            self._ready.notify_all()
         for job in pending:
             job.future.cancel()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
     def _next_batch(self) -> list[Job]:
         queued = self._urgent + self._later
@@ -89,8 +99,9 @@ class BatchScheduler:
             started = time.perf_counter()
             for job in batch:
                 job.started_at = started
-            self.batches += 1
-            self.batched_jobs += len(batch)
+            with self._ready:
+                self.batches += 1
+                self.batched_jobs += len(batch)
             try:
                 self._run_batch(batch)
             except BaseException as err:  # never leave a client waiting on a dead future
