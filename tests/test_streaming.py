@@ -196,3 +196,31 @@ def test_a_reheard_committed_word_is_not_committed_again_when_a_neighbour_is_mis
     words = [Word(*w) for w in heard]
     new = after_committed(committed, words, committed_end=6.48, aligned=True)
     assert [w.text for w in new] == [" to", " be", " ladled", " out"]
+
+
+async def test_the_end_does_not_wait_for_an_update_it_supersedes(server):
+    """Audio that ends while an update is being decoded: the final pass starts at once and the
+    update's words go unused; the transcript is whole and the commits still join into it."""
+    audio = decode_file(speech(LIBRI))
+    resident, request = await server.engine.prepare()
+    request = replace(request, beam_size=1)
+    sent: list[str] = []
+
+    async def on_commit(text: str) -> None:
+        sent.append(text)
+
+    stream = TranscriptStream(server.engine, resident, request, on_commit=on_commit)
+    started = time.perf_counter()
+    step = 1600
+    end = len(audio) - 8 * step  # the last 0.8 s arrives at once, during an update
+    for offset in range(0, end, step):
+        stream.push(audio[offset : offset + step])
+        await asyncio.sleep(max(0.0, started + (offset + step) / 16000 - time.perf_counter()))
+    while not stream.decoding:  # the next update starts within half a second
+        await asyncio.sleep(0.005)
+    stream.push(audio[end:])
+    result = await stream.finish()
+
+    assert result.stats.superseded_passes == 1 and result.stats.final_pass
+    assert "".join(sent) == result.text
+    assert wer(reference_text(speech(LIBRI)), result.text) < 0.15

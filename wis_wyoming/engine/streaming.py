@@ -18,8 +18,10 @@ uncommitted tail and a little context. Past `max_buffer_seconds` the buffer is c
 committed word (committing all but the last words by force if nothing settles), so a pass never
 sees more than 30 s. At the end, only the tail is decoded; if nothing was said since the last
 pass (the speaker paused and a pass ran then), that pass's words are the tail and no pass runs
-at all. Passes whose words could not be aligned fall back to times spread over Whisper's
-segments, and to cuts at segment ends.
+at all. An update still being decoded when the audio ends is left to finish unused: the final
+pass starts at once, on another decoder worker where the model has one (see asr.ThreadLayout),
+instead of queueing behind an update that it supersedes. Passes whose words could not be
+aligned fall back to times spread over Whisper's segments, and to cuts at segment ends.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class StreamStats:
     max_buffer_seconds: float = 0.0
     trims: int = 0
     final_pass: bool = False  # False: the last streaming pass already had the whole tail
+    superseded_passes: int = 0  # updates still running at the end, left unused (see finish)
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,7 @@ class TranscriptStream:
         self._recent: list[Word] = []  # the last committed words, times in stream seconds
         self._committed_end = 0.0  # where the last committed word ends, in stream seconds
         self._hypothesis: list[Word] = []  # the last pass's uncommitted words
+        self._times_aligned = False  # the last pass's words were aligned (see word_times)
         self._last_pass_end = 0  # sample the last pass ran up to
         # Event-loop time the last pass started; the stream's start counts, so audio uploaded
         # in one go is over before any update could cut into it.
@@ -208,12 +212,20 @@ class TranscriptStream:
         self._language: tuple[str | None, float | None] = (request.language, None)
         self._wake = asyncio.Event()
         self._closing = False
+        # The pass the worker is waiting for: (decoded as final, last sample it covers).
+        self._in_flight: tuple[bool, int] | None = None
+        self._generation = 0  # bumped when the end supersedes the pass in flight
         self._endpoint_sent = False
         self._worker = asyncio.create_task(self._run(), name="transcript-stream")
 
     @property
     def committed(self) -> str:
         return self._committed
+
+    @property
+    def decoding(self) -> bool:
+        """A pass is being decoded in the background."""
+        return self._in_flight is not None
 
     @property
     def duration(self) -> float:
@@ -231,7 +243,15 @@ class TranscriptStream:
         """Decode what is left after the last commit and return the whole transcript."""
         self._closing = True
         self._wake.set()
-        await self._worker  # the pass in flight, if any, completes first
+        if self._in_flight is not None:
+            await self._score_speech()  # the worker is waiting for its pass, not scoring
+            if not self._in_flight_is_final():
+                self._generation += 1
+                self.stats.superseded_passes += 1
+        if self._in_flight is None or self._generation == 0:
+            await self._worker  # a pass in flight that can be the final one completes first
+        else:
+            self._worker.add_done_callback(_consume)  # it finishes on its own; its words are unused
         await self._score_speech()
         tail = ""
         while self._buffer.seconds > WINDOW_SECONDS:
@@ -243,6 +263,7 @@ class TranscriptStream:
                 break
         if self._needs_final_pass():
             self.stats.final_pass = True
+            self._cut_before_tail()
             # Word times place the tail after committed words the pass hears again; with none
             # in the buffer (a command), the final pass saves the alignment.
             placed = any(w.end * WHISPER_RATE > self._buffer.start for w in self._recent)
@@ -292,7 +313,14 @@ class TranscriptStream:
                 if due := self._pass_due():
                     # A pass at a pause is likely the last: decode it as the final pass would,
                     # so that its words can be the answer.
-                    passed = await self._decode(optional=True, full=due == "pause")
+                    full = due == "pause"
+                    self._in_flight = (full, self._buffer.end)
+                    try:
+                        passed = await self._decode(optional=True, full=full)
+                    finally:
+                        self._in_flight = None
+                    if self._generation:
+                        break  # the end superseded this pass
                     if passed is None:
                         self.stats.skipped_passes += 1
                         continue
@@ -337,6 +365,24 @@ class TranscriptStream:
         new_audio = (self._buffer.end - self._last_pass_end) / WHISPER_RATE
         return "update" if new_audio >= self.policy.pass_seconds and self._unheard_speech() else None
 
+    def _cut_before_tail(self) -> None:
+        """The final pass needs the uncommitted tail, not the whole buffer: committed audio up to
+        the last clause end leaves it, as a trim would (updates trim only long buffers, since
+        they gain from hearing committed words again; the end does not)."""
+        if not self._times_aligned:
+            return
+        settled = [cut for cut in self._clause_ends() if cut * WHISPER_RATE > self._buffer.start]
+        if settled:
+            self._buffer.drop_before(int(settled[-1] * WHISPER_RATE))
+
+    def _in_flight_is_final(self) -> bool:
+        """The pass in flight can be the last one: decoded as a final pass, it hears all the
+        speech there is."""
+        assert self._in_flight is not None
+        full, end = self._in_flight
+        speech_end = self._tracker.last_speech_end
+        return full and (speech_end is None or speech_end * WHISPER_RATE <= end)
+
     def _unheard_speech(self) -> bool:
         speech_end = self._tracker.last_speech_end
         return speech_end is not None and speech_end * WHISPER_RATE > self._last_pass_end
@@ -364,6 +410,7 @@ class TranscriptStream:
         """A pass over the buffer; `full` decodes as a final pass (temperature fallback), else
         as a quick update."""
         self._last_pass_at = asyncio.get_running_loop().time()
+        generation = self._generation
         start = self._buffer.start
         end = min(self._buffer.end, start + int(WINDOW_SECONDS * WHISPER_RATE))
         audio = self._buffer.view(end)
@@ -379,8 +426,8 @@ class TranscriptStream:
             fallback=full,
             word_times=word_times,
         )
-        if decoded is None:
-            return None
+        if decoded is None or generation != self._generation:
+            return None  # skipped, or superseded by the end while it ran
         self.stats.passes += 1
         self._last_pass_end = end
         self._last_pass_full = full
@@ -402,6 +449,7 @@ class TranscriptStream:
             segments = segments[:looped]
         words = [word for segment in segments for word in segment_words(segment, passed.offset)]
         aligned = bool(segments) and all(segment.words is not None for segment in segments)
+        self._times_aligned = aligned
         in_buffer = [w for w in self._recent if w.end > passed.offset + TIME_TOLERANCE]
         words = after_committed(in_buffer, words, self._committed_end, final, aligned)
         words = without_repeats(self._recent, words)
@@ -502,6 +550,12 @@ class TranscriptStream:
             for word, after in zip(self._recent, following, strict=False)
             if _CLAUSE_END.search(word.text)
         ]
+
+
+def _consume(task: asyncio.Task) -> None:
+    """Retrieve a background task's outcome, so a failure is logged rather than left unread."""
+    if not task.cancelled() and (err := task.exception()) is not None:
+        _LOGGER.warning("Superseded streaming pass failed: %s", err)
 
 
 @dataclass(frozen=True)
