@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import time
 import wave
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 
 from wis_wyoming.app import WisServer
 from wis_wyoming.config import Settings
+from wis_wyoming.engine.streaming import TranscriptStream
 
 REPO = Path(__file__).resolve().parent.parent
 SPEECH = Path(os.environ.get("WIS_SPEECH_DIR", REPO.parent / "shared" / "speech"))
@@ -29,6 +33,14 @@ def http_settings(base: Settings, **changes: Any) -> tuple[Settings, str]:
     """tiny.en behind the HTTP API on a free port of 127.0.0.1, with `changes`; and its URL."""
     port = free_port()
     return replace(base, models=["tiny.en"], http_port=port, **changes), f"http://127.0.0.1:{port}"
+
+
+async def push_in_real_time(stream: TranscriptStream, audio: np.ndarray, step: int = 4096) -> None:
+    """Feed 16 kHz audio to a stream as a microphone would: `step` samples at a time, in real time."""
+    started = time.perf_counter()
+    for offset in range(0, len(audio), step):
+        stream.push(audio[offset : offset + step])
+        await asyncio.sleep(max(0.0, started + (offset + step) / 16000 - time.perf_counter()))
 
 
 def speech(relative: str) -> Path:

@@ -21,7 +21,7 @@ from wis_wyoming.engine.audio import decode_file
 from wis_wyoming.engine.streaming import TranscriptStream, after_committed
 from wis_wyoming.engine.word_times import Word
 
-from .conftest import read_wav, reference_text, speech
+from .conftest import push_in_real_time, read_wav, reference_text, speech
 from .wyoming_client import SAMPLES_PER_CHUNK, next_event, read_answer
 
 normalise = EnglishTextNormalizer()
@@ -119,11 +119,7 @@ async def test_committed_text_is_never_retracted_over_a_long_stream(server):
         engine_view.append(stream.committed)
 
     stream = TranscriptStream(server.engine, resident, request, on_commit=on_commit)
-    started = time.perf_counter()
-    step = 4096
-    for offset in range(0, len(audio), step):
-        stream.push(audio[offset : offset + step])
-        await asyncio.sleep(max(0.0, started + (offset + step) / 16000 - time.perf_counter()))
+    await push_in_real_time(stream, audio)
     result = await stream.finish()
 
     # What was sent is what the engine had committed, and the end only appended to it.
@@ -210,12 +206,8 @@ async def test_the_end_does_not_wait_for_an_update_it_supersedes(server):
         sent.append(text)
 
     stream = TranscriptStream(server.engine, resident, request, on_commit=on_commit)
-    started = time.perf_counter()
-    step = 1600
-    end = len(audio) - 8 * step  # the last 0.8 s arrives at once, during an update
-    for offset in range(0, end, step):
-        stream.push(audio[offset : offset + step])
-        await asyncio.sleep(max(0.0, started + (offset + step) / 16000 - time.perf_counter()))
+    end = len(audio) - int(0.8 * 16000)  # the last 0.8 s arrives at once, during an update
+    await push_in_real_time(stream, audio[:end], step=1600)
     while not stream.decoding:  # the next update starts within half a second
         await asyncio.sleep(0.005)
     stream.push(audio[end:])

@@ -49,10 +49,14 @@ async def synthesize(port: int, text: str, **data) -> tuple[list[str], int, byte
 
 
 async def hear(server, pcm: bytes, rate: int) -> str:
+    """tiny.en's greedy transcript: the temperature fallback samples, and which decoder replica
+    samples (so what it picks) depends on timing."""
     resampler = StreamingResampler()
     audio = np.concatenate([resampler.push(pcm, PcmFormat(rate, 2, 1)), resampler.flush()])
-    result = await server.engine.transcribe(audio, TranscriptionOptions(model="tiny.en", language="en"))
-    return result.text
+    resident, request = await server.engine.prepare(TranscriptionOptions(model="tiny.en", language="en"))
+    decoded = await server.engine.decode(resident, audio, request, fallback=False)
+    assert decoded is not None
+    return decoded.text.strip()
 
 
 def collapse(types: list[str]) -> list[str]:

@@ -40,8 +40,10 @@ UPDATE_TOKENS_BASE = 12
 UPDATE_TOKENS_PER_SECOND = 6
 PROMPT_OVERHEAD_TOKENS = 8  # start-of-previous, start-of-transcript, language, task, timestamp
 # Whisper's temperature fallback samples. CTranslate2 seeds each of its threads once, on first
-# use, from this seed, so a server given the same requests in the same order answers the same
-# (benchmarks and tests repeat); without it, hard clips change words from run to run.
+# use, from this seed, so a model with one decoder replica, given the same requests in the same
+# order, answers the same. With several replicas (see ThreadLayout) which one samples a request
+# depends on timing, and a hard clip's fallback may pick other words from run to run; greedy
+# decoding (temperature 0) always repeats.
 SAMPLING_SEED = 0
 # Models up to this size on disk get an encoder instance of their own on a CPU (a second copy of
 # the weights; see encoder_window): tiny, base and small. Larger ones keep one instance.
