@@ -380,12 +380,14 @@ class TranscriptStream:
         speech there is."""
         assert self._in_flight is not None
         full, end = self._in_flight
-        speech_end = self._tracker.last_speech_end
-        return full and (speech_end is None or speech_end * WHISPER_RATE <= end)
+        return full and not self._speech_after(end)
 
     def _unheard_speech(self) -> bool:
+        return self._speech_after(self._last_pass_end)
+
+    def _speech_after(self, sample: int) -> bool:
         speech_end = self._tracker.last_speech_end
-        return speech_end is not None and speech_end * WHISPER_RATE > self._last_pass_end
+        return speech_end is not None and speech_end * WHISPER_RATE > sample
 
     def _needs_final_pass(self) -> bool:
         if self._tracker.last_speech_end is None:
