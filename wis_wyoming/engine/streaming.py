@@ -245,9 +245,10 @@ class TranscriptStream:
         self._wake.set()
         if self._in_flight is not None:
             await self._score_speech()  # the worker is waiting for its pass, not scoring
-            if not self._in_flight_is_final():
-                self._generation += 1
-                self.stats.superseded_passes += 1
+        # (The pass may have finished while the speech was scored.)
+        if self._in_flight is not None and not self._in_flight_is_final():
+            self._generation += 1
+            self.stats.superseded_passes += 1
         if self._in_flight is None or self._generation == 0:
             await self._worker  # a pass in flight that can be the final one completes first
         else:
