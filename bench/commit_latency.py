@@ -115,6 +115,7 @@ async def main() -> int:
     parser.add_argument("--file", default="librispeech_test-clean_20utt_concat.wav", help="in longform/")
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--encoder-window", default="auto", choices=("auto", "adaptive", "padded"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -132,7 +133,7 @@ async def main() -> int:
         ours.port,
         model_dir,
         ["--compute-type", "int8", "--cpu-threads", str(args.threads), "--beam-size", str(args.beam),
-         "--max-audio-seconds", "3600"],
+         "--max-audio-seconds", "3600", "--encoder-window", args.encoder_window],
     )  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     ours.process = subprocess.Popen(

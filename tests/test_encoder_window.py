@@ -111,6 +111,9 @@ def test_adaptive_window_passes_the_wer_gate_against_the_padded_path(windowed_ti
     assert results["adaptive"] <= results["padded"] + GATE_POINTS
 
 
-async def test_auto_window_is_adaptive_for_english_only_models_only(server):
-    assert server.engine.resident["tiny.en"].whisper.window is not None
-    assert server.engine.resident["base"].whisper.window is None
+async def test_auto_window_is_adaptive_for_english_only_models_and_for_base_updates_only(server):
+    tiny = server.engine.resident["tiny.en"].whisper
+    assert tiny.window is not None and tiny.update_window is tiny.window
+    base = server.engine.resident["base"].whisper
+    assert base.window is None  # whole requests, pauses and the end: padded
+    assert base.update_window is not None and base.update_window.hush is not None  # see test_hush

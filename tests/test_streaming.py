@@ -17,6 +17,7 @@ from wyoming.info import Describe, Info
 from wyoming.ping import Ping
 
 from wis_wyoming.app import WisServer
+from wis_wyoming.engine.asr import TranscriptionOptions
 from wis_wyoming.engine.audio import decode_file
 from wis_wyoming.engine.streaming import TranscriptStream, after_committed
 from wis_wyoming.engine.word_times import Word
@@ -216,3 +217,23 @@ async def test_the_end_does_not_wait_for_an_update_it_supersedes(server):
     assert result.stats.superseded_passes == 1 and result.stats.final_pass
     assert "".join(sent) == result.text
     assert wer(reference_text(speech(LIBRI)), result.text) < 0.15
+
+
+async def test_a_pause_pass_is_the_answer_only_if_whisper_would_have_kept_it(server):
+    """A pass at a pause is decoded once, greedily, on the answer's window: a clear command's
+    words are the answer and nothing is decoded at the end; words that would have sent Whisper to
+    its temperature fallback (reversed speech: base loops on it) are decoded again at the end."""
+    resident, request = await server.engine.prepare(TranscriptionOptions(model="base", language="en"))
+    pause = np.zeros(16000, dtype=np.float32)
+    results = []
+    for audio in (decode_file(speech(DOOR)), decode_file(speech("misc/LJ001-0001.wav"))[::-1].copy()):
+        stream = TranscriptStream(server.engine, resident, request)
+        await push_in_real_time(stream, np.concatenate([audio, pause]))
+        while stream.decoding:  # the pause pass, started a quarter of a second into the pause
+            await asyncio.sleep(0.01)
+        results.append(await stream.finish())
+    clear, gibberish = results
+
+    assert not clear.stats.final_pass
+    assert normalise(clear.text) == normalise(reference_text(speech(DOOR)))
+    assert gibberish.stats.final_pass and gibberish.text

@@ -15,7 +15,7 @@ from wyoming.error import Error
 from wyoming.info import Describe, Info, SelectProgram
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
-from wis_wyoming.engine.asr import TranscriptionOptions
+from wis_wyoming.engine.asr import PassKind, TranscriptionOptions
 from wis_wyoming.engine.audio import PcmFormat, StreamingResampler
 from wis_wyoming.engine.voices import BUNDLED_VOICE, bundled_voice_files
 
@@ -54,7 +54,7 @@ async def hear(server, pcm: bytes, rate: int) -> str:
     resampler = StreamingResampler()
     audio = np.concatenate([resampler.push(pcm, PcmFormat(rate, 2, 1)), resampler.flush()])
     resident, request = await server.engine.prepare(TranscriptionOptions(model="tiny.en", language="en"))
-    decoded = await server.engine.decode(resident, audio, request, fallback=False)
+    decoded = await server.engine.decode(resident, audio, request, kind=PassKind.GREEDY)
     assert decoded is not None
     return decoded.text.strip()
 

