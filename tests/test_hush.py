@@ -1,7 +1,8 @@
-"""base's streaming updates: the speech and a learned hush, not Whisper's padded 30 s window.
+"""base's draft updates: the speech and a learned hush, not Whisper's padded 30 s window.
 
-Whole requests, pauses and the end keep the padded window (the hush fails the issue's WER gate on
-whole commands); updates only commit what the next pass agrees with.
+Whole requests, voice commands, pauses and the end keep the padded window (the hush fails the
+issue's WER gate on whole commands); drafts serve the updates of longer speech, which commit only
+what the next pass agrees with.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ async def test_base_streams_long_speech_on_hushed_updates_without_copying_its_pr
     result = await stream.finish()
     offline = await server.engine.transcribe(audio, TranscriptionOptions(model="base", language="en"))
 
-    assert result.stats.trims >= 1 and len(sent) > 5
+    assert result.stats.trims >= 1 and len(sent) > 5 and result.stats.draft_passes > 0
     assert "".join(sent) == result.text
     assert jiwer.wer(normalise(offline.text), normalise(result.text)) < 0.1
 
@@ -120,3 +121,28 @@ async def test_a_padded_pass_with_a_prompt_leaves_room_for_a_second_window(serve
     for kind in PassKind:
         guards = resident._guards(20.0, context, kind)
         assert guards["max_new_tokens"] + MAX_PROMPT_TOKENS + 4 <= WHISPER_MAX_TOKENS
+
+
+async def test_base_streams_a_voice_command_on_its_own_window_not_drafts(server):
+    """Draft updates on the hush guessed at a command's first second and two agreed on it ("So
+    time for three hours"); a command streams on base's own window and comes out as offline."""
+    resident, request = await server.engine.prepare(TranscriptionOptions(model="base", language="en"))
+    request = replace(request, beam_size=1)
+    clip = speech("commands/set_a_timer_for_3_hours_and_10_minutes.wav")
+    audio = decode_file(clip)
+    sent: list[str] = []
+
+    async def on_commit(text: str) -> None:
+        sent.append(text)
+
+    stream = TranscriptStream(server.engine, resident, request, on_commit=on_commit)
+    await push_in_real_time(stream, audio)
+    result = await stream.finish()
+    offline = await server.engine.transcribe(
+        audio, TranscriptionOptions(model="base", language="en", beam_size=1)
+    )
+
+    assert result.stats.passes >= 3 and result.stats.draft_passes == 0
+    assert "".join(sent) == result.text
+    # (Greedy updates over its first second may still hear "So" for "Set", as offline beam 5 does.)
+    assert jiwer.wer(normalise(offline.text), normalise(result.text)) <= 1 / 8

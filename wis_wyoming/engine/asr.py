@@ -110,9 +110,12 @@ class PassKind(enum.Enum):
     # The model's window at temperature 0 only (a streaming pass at a pause, which is the answer
     # if the speaker has stopped; its `Decoded.confident` says whether the fallback was due).
     GREEDY = "greedy"
-    # A quick streaming update: temperature 0, a budget from the duration, and the model's
-    # update window (see WindowedWhisperModel.update_window).
+    # A quick streaming update: temperature 0, a budget from the duration.
     UPDATE = "update"
+    # An update on the model's update window (see WindowedWhisperModel.update_window), cheaper
+    # and less sure of a few seconds of audio than the model's own (base, on commands in real
+    # time: "So time for three hours" committed for "Set a timer for 3 hours").
+    DRAFT = "draft"
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,7 @@ class ResidentModel:
     def _encoded_as_update(self, job: _PassRequest) -> bool:
         """A streaming update (a quick greedy pass) on a model whose updates have a window of
         their own (see WindowedWhisperModel.update_window)."""
-        return job.kind is PassKind.UPDATE and self.whisper.update_window is not self.whisper.window
+        return job.kind is PassKind.DRAFT and self.whisper.update_window is not self.whisper.window
 
     def _run_batch(self, jobs: list[Job]) -> None:
         """Runs on the worker thread: trim each pass to its speech, decode what can share a
@@ -359,7 +362,7 @@ class ResidentModel:
         guards = self.whisper.decoder_guards(duration)
         if kind is not PassKind.FINAL:
             guards["temperature"] = 0.0
-        if kind is PassKind.UPDATE:
+        if kind in (PassKind.UPDATE, PassKind.DRAFT):
             budget = int(UPDATE_TOKENS_BASE + UPDATE_TOKENS_PER_SECOND * duration)
             guards["max_new_tokens"] = min(guards.get("max_new_tokens", budget), budget)
         if not context:
@@ -370,6 +373,12 @@ class ResidentModel:
         # window left out as another) has up to 223 previous tokens as its prompt.
         guards["max_new_tokens"] = min(guards.get("max_new_tokens", MAX_NEW_TOKENS), room)
         return guards
+
+
+def _window_label(whisper: WindowedWhisperModel) -> str:
+    if whisper.window is not None:
+        return "adaptive"
+    return "padded" if whisper.update_window is None else "padded (updates: speech + hush)"
 
 
 def _shifted(words: Iterable[Word] | None, seconds: float) -> tuple[Word, ...] | None:
@@ -490,11 +499,7 @@ class AsrEngine:
             name,
             info.origin,
             "multilingual" if info.multilingual else "English-only",
-            "adaptive"
-            if whisper.window
-            else "padded"
-            if not whisper.update_window
-            else "padded (updates adaptive)",
+            _window_label(whisper),
             layout,
             info.path,
             seconds,

@@ -67,6 +67,9 @@ ECHO_WORDS = 3  # the most committed words looked for again at the start of a pa
 REACH_TOLERANCE = 1.0  # a pass whose words end this far before the speech stopped early
 TRIM_MARGIN = 0.5  # cut this far before a committed segment's end: Whisper may end it late
 RECENT_WORDS = 100  # committed words kept for the prompt and the overlap check
+# Seconds since the speech began after which updates are drafts (see asr.PassKind): longer than
+# a voice command (shared/speech/commands: 1.4-3.7 s), whose words draft updates got wrong.
+DRAFT_AFTER_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class StreamStats:
     trims: int = 0
     final_pass: bool = False  # False: the last streaming pass already had the whole tail
     superseded_passes: int = 0  # updates still running at the end, left unused (see finish)
+    draft_passes: int = 0  # updates decoded as drafts (see asr.PassKind.DRAFT)
 
 
 @dataclass(frozen=True)
@@ -319,7 +323,7 @@ class TranscriptStream:
                     # window, greedily, so that its words can be the answer (unless they needed
                     # the temperature fallback: that, the end decodes; a pause pass with it ran
                     # for seconds with base while the speaker went on).
-                    kind = PassKind.GREEDY if due == "pause" else PassKind.UPDATE
+                    kind = PassKind.GREEDY if due == "pause" else self._update_kind()
                     self._in_flight = (kind is PassKind.GREEDY, self._buffer.end)
                     try:
                         passed = await self._decode(optional=True, kind=kind)
@@ -370,6 +374,12 @@ class TranscriptStream:
         # to decode them again.
         new_audio = (self._buffer.end - self._last_pass_end) / WHISPER_RATE
         return "update" if new_audio >= self.policy.pass_seconds and self._unheard_speech() else None
+
+    def _update_kind(self) -> PassKind:
+        """Drafts once the stream has outgrown a voice command (see asr.PassKind.DRAFT)."""
+        first = self._tracker.first_speech_frame
+        spoken = 0.0 if first is None else self.duration - first * FRAME_SAMPLES / WHISPER_RATE
+        return PassKind.DRAFT if spoken >= DRAFT_AFTER_SECONDS else PassKind.UPDATE
 
     def _cut_before_tail(self) -> None:
         """The final pass needs the uncommitted tail, not the whole buffer: committed audio up to
@@ -438,8 +448,9 @@ class TranscriptStream:
         if decoded is None or generation != self._generation:
             return None  # skipped, or superseded by the end while it ran
         self.stats.passes += 1
+        self.stats.draft_passes += kind is PassKind.DRAFT
         self._last_pass_end = end
-        self._last_pass_full = kind is not PassKind.UPDATE
+        self._last_pass_full = kind in (PassKind.GREEDY, PassKind.FINAL)
         self._last_pass_final = kind is PassKind.FINAL or (kind is PassKind.GREEDY and decoded.confident)
         if decoded.segments and self.request.language is None and decoded.language is not None:
             # Detected once, kept: later passes neither flip language nor pay for detection.
