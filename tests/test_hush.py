@@ -20,7 +20,7 @@ from wis_wyoming.engine.audio import decode_file
 from wis_wyoming.engine.batch_decode import MAX_PROMPT_TOKENS
 from wis_wyoming.engine.hush import hush_for
 from wis_wyoming.engine.models import ModelRegistry
-from wis_wyoming.engine.streaming import TranscriptStream
+from wis_wyoming.engine.streaming import StreamResult, TranscriptStream
 
 from .conftest import push_in_real_time, reference_text, speech
 
@@ -77,21 +77,25 @@ async def test_base_updates_encode_the_speech_and_the_hush_and_answers_the_padde
     assert normalise(update_text) == normalise(answer_text) == normalise(reference_text(speech(COMMAND)))
 
 
-async def test_base_streams_long_speech_on_hushed_updates_without_copying_its_prompt(server):
-    """Passes after a trim have the committed text as their prompt; with spliced silence instead
-    of the hush, base's updates copied it ("He hoped there would be stew for dinner. He hoped
-    there would be stew for"). 30 s of long-form speech in real time."""
+async def stream_on_base(server, audio: np.ndarray) -> tuple[StreamResult, list[str]]:
+    """Stream audio to base in real time, greedily; the result and the pieces committed."""
     resident, request = await server.engine.prepare(TranscriptionOptions(model="base", language="en"))
-    request = replace(request, beam_size=1)
-    audio = decode_file(speech(LONGFORM))[: 30 * 16000]
     sent: list[str] = []
 
     async def on_commit(text: str) -> None:
         sent.append(text)
 
-    stream = TranscriptStream(server.engine, resident, request, on_commit=on_commit)
+    stream = TranscriptStream(server.engine, resident, replace(request, beam_size=1), on_commit=on_commit)
     await push_in_real_time(stream, audio)
-    result = await stream.finish()
+    return await stream.finish(), sent
+
+
+async def test_base_streams_long_speech_on_hushed_updates_without_copying_its_prompt(server):
+    """Passes after a trim have the committed text as their prompt; with spliced silence instead
+    of the hush, base's updates copied it ("He hoped there would be stew for dinner. He hoped
+    there would be stew for"). 30 s of long-form speech in real time."""
+    audio = decode_file(speech(LONGFORM))[: 30 * 16000]
+    result, sent = await stream_on_base(server, audio)
     offline = await server.engine.transcribe(audio, TranscriptionOptions(model="base", language="en"))
 
     assert result.stats.trims >= 1 and len(sent) > 5 and result.stats.draft_passes > 0
@@ -126,18 +130,8 @@ async def test_a_padded_pass_with_a_prompt_leaves_room_for_a_second_window(serve
 async def test_base_streams_a_voice_command_on_its_own_window_not_drafts(server):
     """Draft updates on the hush guessed at a command's first second and two agreed on it ("So
     time for three hours"); a command streams on base's own window and comes out as offline."""
-    resident, request = await server.engine.prepare(TranscriptionOptions(model="base", language="en"))
-    request = replace(request, beam_size=1)
-    clip = speech("commands/set_a_timer_for_3_hours_and_10_minutes.wav")
-    audio = decode_file(clip)
-    sent: list[str] = []
-
-    async def on_commit(text: str) -> None:
-        sent.append(text)
-
-    stream = TranscriptStream(server.engine, resident, request, on_commit=on_commit)
-    await push_in_real_time(stream, audio)
-    result = await stream.finish()
+    audio = decode_file(speech("commands/set_a_timer_for_3_hours_and_10_minutes.wav"))
+    result, sent = await stream_on_base(server, audio)
     offline = await server.engine.transcribe(
         audio, TranscriptionOptions(model="base", language="en", beam_size=1)
     )

@@ -29,12 +29,12 @@ import jiwer
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.audio import decode_audio
+from prep_data import last_chars  # the previous-text prompt, cut as in training
 from whisper_normalizer.english import EnglishTextNormalizer
 
 SPEECH = Path(os.environ.get("WIS_SPEECH_DIR", "/work/shared/speech"))
 RATE = 16000
 WINDOW = 3000
-CONTEXT_CHARS = 200
 normalise = EnglishTextNormalizer()
 
 
@@ -67,14 +67,6 @@ class HushWhisperModel(WhisperModel):
         if joined.shape[1] % 2:
             joined = np.pad(joined, ((0, 0), (0, 1)))
         return super().encode(np.ascontiguousarray(joined))
-
-
-def last_chars(text: str, limit: int = CONTEXT_CHARS) -> str:
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    cut = text[-limit:]
-    return cut[cut.find(" ") + 1 :] if " " in cut else cut
 
 
 def load_sets() -> dict[str, list[tuple[np.ndarray, str]]]:
