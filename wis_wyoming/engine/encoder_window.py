@@ -60,9 +60,9 @@ class EncoderWindow:
         return min(limit, max(self.min_frames, wanted))
 
 
-def _with_hush(mel: np.ndarray, hush: np.ndarray) -> np.ndarray:
+def _with_hush(mel: np.ndarray, content: int, hush: np.ndarray) -> np.ndarray:
     """The spoken frames, then the hush; no padding (the encoder takes an even length)."""
-    spoken = mel[:, : content_frames(mel)]
+    spoken = mel[:, :content]
     odd = (spoken.shape[1] + hush.shape[1]) % 2
     parts = [spoken, np.zeros((mel.shape[0], odd), mel.dtype), hush.astype(mel.dtype)]
     return np.ascontiguousarray(np.concatenate(parts, axis=1))
@@ -162,13 +162,14 @@ class WindowedWhisperModel(WhisperModel):
         if window is None or (features.ndim == 3 and features.shape[0] != 1):
             return self._encode_whole(features)
         mel = features if features.ndim == 2 else features[0]
-        frames = window.frames_for(content_frames(mel), mel.shape[-1])
+        content = content_frames(mel)
+        frames = window.frames_for(content, mel.shape[-1])
         if frames >= mel.shape[-1]:
             return self._encode_whole(mel)
         if getattr(self._detecting, "active", False):
             return self._encode_whole(np.ascontiguousarray(mel[:, :frames]))
         if window.hush is not None:
-            return self._encode_whole(_with_hush(mel, window.hush))
+            return self._encode_whole(_with_hush(mel, content, window.hush))
         head = self._encode_on_cpu(mel[:, :frames])
         silence = self._silence_output(mel.shape)
         spliced = np.concatenate([head, silence[:, head.shape[1] :]], axis=1)
