@@ -98,7 +98,8 @@ class AsrDefaults:
     # "adaptive": encode only the spoken frames (see encoder_window); "padded": Whisper's 30 s;
     # "auto": adaptive for English-only models, padded for multilingual ones, whose translations
     # lose words with the spliced window (base: "How do you call?" for "How do you call yourself?"),
-    # but for their streaming updates, whose words count only once a later pass agrees.
+    # but for their streaming drafts (see PassKind.DRAFT), whose words count only once a later
+    # pass agrees.
     encoder_window: str = "auto"
     vad: bool = True  # refuse silence and trim it off both ends (see vad)
 
@@ -233,23 +234,23 @@ class ResidentModel:
         request = job.request
         if request.language is None or len(job.audio) > WINDOW_FRAMES * WHISPER_RATE // 100:
             return None
-        update = self._encoded_as_update(job)
-        if update and self.whisper.update_window is not None and self.whisper.update_window.hush is not None:
+        draft = self._on_update_window(job)
+        if draft and getattr(self.whisper.update_window, "hush", None) is not None:
             return None  # each encoded to its own length: no common encoder output to batch
         tokens = len(prompt_tokens(self.whisper, job.prompt))
         bucket = sum(tokens >= edge for edge in CONTEXT_BUCKETS)
-        return (request.language, request.task, request.beam_size, bucket, update)
+        return (request.language, request.task, request.beam_size, bucket, draft)
 
-    def _encoded_as_update(self, job: _PassRequest) -> bool:
-        """A streaming update (a quick greedy pass) on a model whose updates have a window of
-        their own (see WindowedWhisperModel.update_window)."""
+    def _on_update_window(self, job: _PassRequest) -> bool:
+        """A draft on a model whose update window differs from its own (then it is not None:
+        see WindowedWhisperModel.update_window)."""
         return job.kind is PassKind.DRAFT and self.whisper.update_window is not self.whisper.window
 
     def _run_batch(self, jobs: list[Job]) -> None:
         """Runs on the worker thread: trim each pass to its speech, decode what can share a
         batch together, and the rest (and whatever the batch gives back) one by one."""
-        # A batch shares its key, so its passes are all updates or none is.
-        with self.whisper.updating(self._encoded_as_update(jobs[0].payload)):
+        # A batch shares its key, so its passes are all drafts on the update window or none is.
+        with self.whisper.updating(self._on_update_window(jobs[0].payload)):
             self._decode_batch(jobs)
 
     def _decode_batch(self, jobs: list[Job]) -> None:
@@ -378,7 +379,7 @@ class ResidentModel:
 def _window_label(whisper: WindowedWhisperModel) -> str:
     if whisper.window is not None:
         return "adaptive"
-    return "padded" if whisper.update_window is None else "padded (updates: speech + hush)"
+    return "padded" if whisper.update_window is None else "padded (drafts: speech + hush)"
 
 
 def _shifted(words: Iterable[Word] | None, seconds: float) -> tuple[Word, ...] | None:

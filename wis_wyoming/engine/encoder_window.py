@@ -97,8 +97,8 @@ class WindowedWhisperModel(WhisperModel):
     ) -> None:
         super().__init__(model_path, *args, **kwargs)
         self.window = window
-        # Streaming updates may take the adaptive window where whole requests do not (see
-        # `updating`): an update's words count only once the next pass agrees with them.
+        # Streaming drafts may take a window whole requests do not (see `updating` and
+        # asr.PassKind.DRAFT): a draft's words count only once the next pass agrees with them.
         self.update_window = update_window or window
         self.encoder = self.model
         if encoder_threads and self.model.device == "cpu":
@@ -124,7 +124,7 @@ class WindowedWhisperModel(WhisperModel):
 
     @contextmanager
     def updating(self, active: bool = True) -> Iterator[None]:
-        """Encode and guard the calls made on this thread in the block as streaming updates."""
+        """Encode and guard the calls made on this thread in the block on the update window."""
         self._updating.active = active
         try:
             yield
