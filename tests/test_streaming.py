@@ -19,7 +19,7 @@ from wyoming.ping import Ping
 from wis_wyoming.app import WisServer
 from wis_wyoming.engine.asr import TranscriptionOptions
 from wis_wyoming.engine.audio import decode_file
-from wis_wyoming.engine.streaming import TranscriptStream, after_committed
+from wis_wyoming.engine.streaming import TranscriptStream, after_committed, skipped_ahead
 from wis_wyoming.engine.word_times import Word
 
 from .conftest import push_in_real_time, read_wav, reference_text, speech
@@ -193,6 +193,30 @@ def test_a_reheard_committed_word_is_not_committed_again_when_a_neighbour_is_mis
     words = [Word(*w) for w in heard]
     new = after_committed(committed, words, committed_end=6.48, aligned=True)
     assert [w.text for w in new] == [" to", " be", " ladled", " out"]
+
+
+def spaced_words(text: str, start: float, step: float) -> list[Word]:
+    """Words one after another from `start`, `step` seconds each."""
+    return [Word(start + step * i, start + step * (i + 1), " " + w) for i, w in enumerate(text.split())]
+
+
+def test_a_pass_that_skipped_the_committed_words_it_holds_is_told_from_one_that_misheard_them():
+    # tiny.en streaming longform/librispeech_test-other_10utt_concat.wav, buffer from 100.3 s,
+    # prompted "... it was necessary to secure the wrongs right to vote.": the pass skipped the
+    # committed words in its buffer, which repeat the prompt's phrase, and aligned "They" among
+    # them. Unprompted, it heard them again, one name misheard.
+    committed = spaced_words("that to secure the recognition of florida's right to", 100.3, 0.33)
+    skipped = [Word(101.0, 101.7, " They"), Word(101.7, 101.8, " must"), Word(101.8, 101.8, " decide.")]
+    reheard = spaced_words("that to secure the recognition of La Rosa's right to vote, they must", 100.3, 0.3)
+    # Later in the same stream: two words of four heard again.
+    said = spaced_words("that is master pernicious", 115.5, 0.4)
+    misheard = spaced_words("That this master perishes and we", 115.5, 0.4)
+
+    assert skipped_ahead(committed, skipped)
+    assert skipped_ahead(committed, [*skipped, *spaced_words("on the", 102.0, 0.2)])
+    assert not skipped_ahead(committed, reheard)
+    assert not skipped_ahead(said, misheard)
+    assert not skipped_ahead(committed[-3:], skipped)  # too few committed words to tell
 
 
 async def test_the_end_does_not_wait_for_an_update_it_supersedes(server):

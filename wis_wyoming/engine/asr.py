@@ -186,8 +186,11 @@ class _PassRequest:
 
     @property
     def prompt(self) -> str | None:
-        """The text before the audio: what was said before it, else the initial prompt."""
-        return self.context if self.context is not None else self.request.initial_prompt
+        """The text before the audio: what was said before it, else the initial prompt ("": no
+        prompt at all)."""
+        if self.context is not None:
+            return self.context or None
+        return self.request.initial_prompt
 
 
 _Answer = tuple[list[Segment], str | None, float | None]
@@ -265,7 +268,7 @@ class ResidentModel:
                     continue
                 offset, end = span
                 audio = request.audio[offset:end]
-                guards = self._guards(len(audio) / WHISPER_RATE, request.context, request.kind)
+                guards = self._guards(len(audio) / WHISPER_RATE, request.prompt, request.kind)
                 window = WindowRequest(audio, request.prompt, guards, request.word_times)
                 windows.append((job, offset, window))
             except Exception as err:
@@ -355,7 +358,7 @@ class ResidentModel:
         ]
         return found, info.language, info.language_probability
 
-    def _guards(self, duration: float, context: str | None, kind: PassKind) -> dict:
+    def _guards(self, duration: float, prompt: str | None, kind: PassKind) -> dict:
         """Decoder guards, with the token budget kept inside Whisper's 448-token context
         (faster-whisper refuses a request whose prompt plus budget exceeds it). An update gets a
         tighter budget: with nothing to catch a loop on a word cut off at the end of the audio
@@ -366,9 +369,9 @@ class ResidentModel:
         if kind in (PassKind.UPDATE, PassKind.DRAFT):
             budget = int(UPDATE_TOKENS_BASE + UPDATE_TOKENS_PER_SECOND * duration)
             guards["max_new_tokens"] = min(guards.get("max_new_tokens", budget), budget)
-        if not context:
+        if not prompt:
             return guards
-        used = PROMPT_OVERHEAD_TOKENS + len(prompt_tokens(self.whisper, context))
+        used = PROMPT_OVERHEAD_TOKENS + len(prompt_tokens(self.whisper, prompt))
         room = max(1, WHISPER_MAX_TOKENS - used)
         # A window decoded after the first in the same call (faster-whisper decodes what a first
         # window left out as another) has up to 223 previous tokens as its prompt.

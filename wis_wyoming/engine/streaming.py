@@ -64,6 +64,9 @@ REPEAT_WINDOW = 3.0
 ALIGNED_REPEAT_WINDOW = 1.0
 ALIGNED_MATCH_TOLERANCE = 0.6
 ECHO_WORDS = 3  # the most committed words looked for again at the start of a pass's new words
+# A pass is checked for having skipped the committed words in its buffer (see skipped_ahead) when
+# it holds at least this many, among this many more of the pass's first words.
+SKIP_CHECK_WORDS = 4
 REACH_TOLERANCE = 1.0  # a pass whose words end this far before the speech stopped early
 TRIM_MARGIN = 0.5  # cut this far before a committed segment's end: Whisper may end it late
 RECENT_WORDS = 100  # committed words kept for the prompt and the overlap check
@@ -222,6 +225,8 @@ class TranscriptStream:
         # The pass the worker is waiting for: (decoded as final, last sample it covers).
         self._in_flight: tuple[bool, int] | None = None
         self._generation = 0  # bumped when the end supersedes the pass in flight
+        # The buffer start (samples) whose passes take no prompt: one skipped ahead with it.
+        self._unprompted_from: int | None = None
         self._endpoint_sent = False
         self._worker = asyncio.create_task(self._run(), name="transcript-stream")
 
@@ -275,7 +280,10 @@ class TranscriptStream:
             # Word times place the tail after committed words the pass hears again; with none
             # in the buffer (a command), the final pass saves the alignment.
             placed = any(w.end * WHISPER_RATE > self._buffer.start for w in self._recent)
-            tail += self._apply(await self._decode(optional=False, word_times=placed), final=True)
+            passed = await self._decode(optional=False, word_times=placed)
+            if passed is not None and self._skipped_ahead(passed, final=True):
+                passed = await self._decode(optional=False, word_times=placed)  # now unprompted
+            tail += self._apply(passed, final=True)
         else:
             tail += self._commit(self._hypothesis)
             self._hypothesis = []
@@ -436,6 +444,8 @@ class TranscriptStream:
         self.stats.max_buffer_seconds = max(self.stats.max_buffer_seconds, len(audio) / WHISPER_RATE)
         spoken_before = "".join(w.text for w in self._recent if w.end * WHISPER_RATE <= start)
         context = spoken_before[-self.policy.context_chars :].strip() or self.request.initial_prompt
+        if start == self._unprompted_from:
+            context = ""  # see _skipped_ahead
         decoded = await self.engine.decode(
             self.resident,
             audio,
@@ -460,18 +470,43 @@ class TranscriptStream:
 
     # --- the commit policy ---------------------------------------------------------------------
 
-    def _apply(self, passed: _Pass | None, final: bool) -> str:
-        """Commit what this pass settles; returns the newly committed text."""
-        assert passed is not None  # only optional passes are skipped
+    def _heard(self, passed: _Pass, final: bool) -> tuple[list[Segment], list[Word], list[Word]]:
+        """A pass's segments and their words, and the committed words still in its buffer."""
         segments = passed.decoded.segments
         if not final:
             # An update whose decoder looped ("l-l-l-l-...") is trusted up to the loop only.
             looped = next((i for i, s in enumerate(segments) if s.compression_ratio > LOOP_RATIO), None)
             segments = segments[:looped]
         words = [word for segment in segments for word in segment_words(segment, passed.offset)]
+        in_buffer = [w for w in self._recent if w.end > passed.offset + TIME_TOLERANCE]
+        return segments, words, in_buffer
+
+    def _skipped_ahead(self, passed: _Pass, final: bool) -> bool:
+        """The pass left out the committed words at the start of its buffer (see skipped_ahead),
+        prompted: passes over this buffer take no prompt from now on, and its words go unused."""
+        if self._unprompted_from == self._buffer.start:
+            return False
+        _, words, in_buffer = self._heard(passed, final)
+        if not skipped_ahead(in_buffer, words):
+            return False
+        _LOGGER.debug(
+            "pass at %.1f s heard %r, skipping the committed words it holds: %r",
+            passed.offset,
+            passed.decoded.text[:60],
+            "".join(w.text for w in in_buffer)[-60:],
+        )
+        self._unprompted_from = self._buffer.start
+        return True
+
+    def _apply(self, passed: _Pass | None, final: bool) -> str:
+        """Commit what this pass settles; returns the newly committed text."""
+        assert passed is not None  # only optional passes are skipped
+        segments, words, in_buffer = self._heard(passed, final)
         aligned = bool(segments) and all(segment.words is not None for segment in segments)
         self._times_aligned = aligned
-        in_buffer = [w for w in self._recent if w.end > passed.offset + TIME_TOLERANCE]
+        if not final and self._skipped_ahead(passed, final):
+            # Its words would be placed by time among the committed ones it skipped, and lost.
+            return self._trim([s.end + passed.offset for s in segments], aligned)
         words = after_committed(in_buffer, words, self._committed_end, final, aligned)
         words = without_repeats(self._recent, words)
         if final:
@@ -625,6 +660,26 @@ def after_committed(
         later = [w for w in words if (w.start + w.end) / 2 >= committed_end]
         return _without_echo(committed, later, committed_end)
     return [w for w in words if w.start >= committed_end - TIME_TOLERANCE]
+
+
+def skipped_ahead(committed: list[Word], words: list[Word]) -> bool:
+    """A pass left out the committed words at the start of its buffer: fewer than a third of
+    them are heard again, in order, among its first words (a re-heard stretch with words
+    misheard keeps more: "that this master perishes" for "that is master pernicious").
+
+    Whisper skips audio that its prompt seems to have covered already. On test-other, tiny.en
+    given the prompt "... to secure the wrongs right to vote." over audio that repeats the
+    phrase ("that to secure the recognition of Flerov's right to vote, they must decide")
+    heard only "They must decide.", with "They" aligned among the skipped words, where it was
+    taken for a committed one and lost.
+    """
+    keys = [key for key in map(_key, committed) if key]
+    if len(keys) < SKIP_CHECK_WORDS:
+        return False
+    first = [key for key in map(_key, words[: len(committed) + SKIP_CHECK_WORDS]) if key]
+    matcher = difflib.SequenceMatcher(a=keys, b=first, autojunk=False)
+    heard_again = sum(block.size for block in matcher.get_matching_blocks())
+    return heard_again * 3 < len(keys)
 
 
 def _without_echo(committed: list[Word], words: list[Word], committed_end: float) -> list[Word]:
