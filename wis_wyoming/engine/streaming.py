@@ -466,7 +466,7 @@ class TranscriptStream:
             # Detected once, kept: later passes neither flip language nor pay for detection.
             self.request = replace(self.request, language=decoded.language)
             self._language = (decoded.language, decoded.language_probability)
-        return _Pass(decoded, start / WHISPER_RATE)
+        return _Pass(decoded, start / WHISPER_RATE, prompted=bool(context))
 
     # --- the commit policy ---------------------------------------------------------------------
 
@@ -484,7 +484,7 @@ class TranscriptStream:
     def _skipped_ahead(self, passed: _Pass, final: bool) -> bool:
         """The pass left out the committed words at the start of its buffer (see skipped_ahead),
         prompted: passes over this buffer take no prompt from now on, and its words go unused."""
-        if self._unprompted_from == self._buffer.start:
+        if not passed.prompted:
             return False
         _, words, in_buffer = self._heard(passed, final)
         if not skipped_ahead(in_buffer, words):
@@ -618,6 +618,7 @@ def _consume(task: asyncio.Task) -> None:
 class _Pass:
     decoded: Decoded
     offset: float  # stream seconds where the pass's audio began
+    prompted: bool = False  # decoded after a prompt (the text before its audio)
 
 
 def after_committed(
