@@ -281,7 +281,9 @@ class TranscriptStream:
             # in the buffer (a command), the final pass saves the alignment.
             placed = any(w.end * WHISPER_RATE > self._buffer.start for w in self._recent)
             passed = await self._decode(optional=False, word_times=placed)
-            if passed is not None and self._skipped_ahead(passed, final=True):
+            assert passed is not None  # only optional passes are skipped
+            _, words, in_buffer = self._heard(passed, final=True)
+            if self._skipped_ahead(passed, words, in_buffer):
                 passed = await self._decode(optional=False, word_times=placed)  # now unprompted
             tail += self._apply(passed, final=True)
         else:
@@ -481,13 +483,10 @@ class TranscriptStream:
         in_buffer = [w for w in self._recent if w.end > passed.offset + TIME_TOLERANCE]
         return segments, words, in_buffer
 
-    def _skipped_ahead(self, passed: _Pass, final: bool) -> bool:
+    def _skipped_ahead(self, passed: _Pass, words: list[Word], in_buffer: list[Word]) -> bool:
         """The pass left out the committed words at the start of its buffer (see skipped_ahead),
         prompted: passes over this buffer take no prompt from now on, and its words go unused."""
-        if not passed.prompted:
-            return False
-        _, words, in_buffer = self._heard(passed, final)
-        if not skipped_ahead(in_buffer, words):
+        if not passed.prompted or not skipped_ahead(in_buffer, words):
             return False
         _LOGGER.debug(
             "pass at %.1f s heard %r, skipping the committed words it holds: %r",
@@ -504,7 +503,7 @@ class TranscriptStream:
         segments, words, in_buffer = self._heard(passed, final)
         aligned = bool(segments) and all(segment.words is not None for segment in segments)
         self._times_aligned = aligned
-        if not final and self._skipped_ahead(passed, final):
+        if not final and self._skipped_ahead(passed, words, in_buffer):
             # Its words would be placed by time among the committed ones it skipped, and lost.
             return self._trim([s.end + passed.offset for s in segments], aligned)
         words = after_committed(in_buffer, words, self._committed_end, final, aligned)
