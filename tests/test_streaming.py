@@ -19,7 +19,7 @@ from wyoming.ping import Ping
 from wis_wyoming.app import WisServer
 from wis_wyoming.engine.asr import TranscriptionOptions
 from wis_wyoming.engine.audio import decode_file
-from wis_wyoming.engine.streaming import TranscriptStream, after_committed, skipped_ahead
+from wis_wyoming.engine.streaming import TranscriptStream, after_committed, heard_again, skipped_ahead
 from wis_wyoming.engine.word_times import Word
 
 from .conftest import push_in_real_time, read_wav, reference_text, speech
@@ -198,6 +198,23 @@ def test_a_reheard_committed_word_is_not_committed_again_when_a_neighbour_is_mis
 def spaced_words(text: str, start: float, step: float) -> list[Word]:
     """Words one after another from `start`, `step` seconds each."""
     return [Word(start + step * i, start + step * (i + 1), " " + w) for i, w in enumerate(text.split())]
+
+
+def test_a_common_word_further_on_is_not_taken_for_the_committed_end_without_aligned_times():
+    # The final pass of librispeech 1089-134686-0000 at 1.5x (tiny.en), not aligned (times
+    # spread over its segment), after "... ladled out and thick" was committed: its "and" before
+    # "sauce" matched the committed "and", and "peppered flour fat and" was lost.
+    committed = spaced_words("pieces to be ladled out and thick", 6.1, 0.31)
+    heard = spaced_words("pieces to be ladled out in thick peppered flower fat and sauce.", 6.2, 0.36)
+    assert heard_again(committed, heard, committed_end=8.3) is None
+    # Heard the same way, or with the last committed word misheard, the tail is found.
+    assert (
+        heard_again(committed, spaced_words("pieces to be ladled out and thick peppered", 6.2, 0.36), 8.3)
+        == 7
+    )
+    assert (
+        heard_again(committed, spaced_words("pieces to be ladled out and sick pepper", 6.2, 0.36), 8.3) == 7
+    )
 
 
 def test_a_pass_that_skipped_the_committed_words_it_holds_is_told_from_one_that_misheard_them():
