@@ -19,10 +19,11 @@ committed word (committing all but the last words by force if nothing settles), 
 sees more than 30 s. At the end, only the tail is decoded; if nothing was said since the last
 pass (the speaker paused and a pass ran then), that pass's words are the tail and no pass runs
 at all; the final pass finds the committed words it hears again by text, and is aligned only
-when they cannot be found so. An update still being decoded when the audio ends is left to finish unused: the final
-pass starts at once, on another decoder worker where the model has one (see asr.ThreadLayout),
-instead of queueing behind an update that it supersedes. Passes whose words could not be
-aligned fall back to times spread over Whisper's segments, and to cuts at segment ends.
+when they cannot be found so. An update still being decoded when the audio ends is left to
+finish unused: the final pass starts at once, on another decoder worker where the model has one
+(see asr.ThreadLayout), instead of queueing behind an update that it supersedes. Passes whose
+words could not be aligned fall back to times spread over Whisper's segments, and to cuts at
+segment ends.
 """
 
 from __future__ import annotations
