@@ -721,8 +721,8 @@ def skipped_ahead(committed: list[Word], words: list[Word]) -> bool:
         return False
     first = [key for key in map(_key, words[: len(committed) + SKIP_CHECK_WORDS]) if key]
     matcher = difflib.SequenceMatcher(a=keys, b=first, autojunk=False)
-    heard_again = sum(block.size for block in matcher.get_matching_blocks())
-    return heard_again * 3 < len(keys)
+    matched = sum(block.size for block in matcher.get_matching_blocks())
+    return matched * 3 < len(keys)
 
 
 def _without_echo(committed: list[Word], words: list[Word], committed_end: float) -> list[Word]:
