@@ -19,7 +19,13 @@ from wyoming.ping import Ping
 from wis_wyoming.app import WisServer
 from wis_wyoming.engine.asr import TranscriptionOptions
 from wis_wyoming.engine.audio import decode_file
-from wis_wyoming.engine.streaming import TranscriptStream, after_committed, heard_again, skipped_ahead
+from wis_wyoming.engine.streaming import (
+    TranscriptStream,
+    after_committed,
+    heard_again,
+    settled_prefix,
+    skipped_ahead,
+)
 from wis_wyoming.engine.word_times import Word
 
 from .conftest import push_in_real_time, read_wav, reference_text, speech
@@ -215,6 +221,20 @@ def test_a_common_word_further_on_is_not_taken_for_the_committed_end_without_ali
     assert (
         heard_again(committed, spaced_words("pieces to be ladled out and sick pepper", 6.2, 0.36), 8.3) == 7
     )
+
+
+def test_a_word_cut_off_at_a_hyphen_is_not_committed_until_it_is_whole():
+    # base streaming longform/librispeech_test-clean_20utt_concat.wav: two passes whose audio
+    # ended inside "Tintoret" heard "tin-" and "tin-tare.", split where alignment splits words,
+    # and "tin" was committed for the name.
+    def words(*pieces: str) -> list[Word]:
+        return [Word(60.0 + 0.3 * i, 60.3 + 0.3 * i, p) for i, p in enumerate(pieces)]
+
+    cut_off = words(" turner", " and", " tin", "-")
+    assert settled_prefix(cut_off, words(" turner", " and", " tin", "-tare.")) == 2
+    # Once the word is whole, it and the words agreed after it commit.
+    whole = words(" and", " wake", "-word", " now")
+    assert settled_prefix(whole, words(" and", " wake", "-word", " now", " on")) == 4
 
 
 def test_a_pass_that_skipped_the_committed_words_it_holds_is_told_from_one_that_misheard_them():

@@ -3,7 +3,9 @@
 A `TranscriptStream` takes audio as it comes. Whenever enough new audio has arrived (or the
 speaker pauses), it runs a decoder pass over its buffer on the model's worker thread, at most
 one pass at a time: audio that arrives during a pass waits for the next one, so a slow machine
-skips passes instead of falling behind.
+skips passes instead of falling behind. Once a stream outgrows a voice command, its updates are
+cheaper drafts, and a short pause gets one too: a long stream is read as it is committed, a
+command for its end.
 
 Commit policy, LocalAgreement-2 (Macháček et al., Whisper-Streaming): a word is committed once
 two consecutive passes agree on it and the pass has heard past it, and committed text is never
@@ -51,7 +53,12 @@ _NOT_WORD = re.compile(r"[^\w]+")
 # text matches between aligned passes and others see the same words.
 _PIECE = re.compile(r"\s*-*[^\s-]+|\s*-+(?=\s|$)")
 _CLAUSE_END = re.compile(r"[.,;:!?。，！？]['\"”)]*$")
-EDGE_HOLD = 0.5  # with aligned words, an update commits none ending this close to its audio end
+# With aligned words, an update commits no word ending this close to the end of its audio: a
+# word there may be the start of a longer one ("we" of "rewards"). A word the pass heard another
+# word after is less likely to be cut off, and waits less, since the hold delays every commit by
+# as much (base on test-clean with 0.25 s for all words: "so" committed for "soothed").
+EDGE_HOLD = 0.5
+FOLLOWED_EDGE_HOLD = 0.25
 CLAUSE_PAUSE = 0.3  # with aligned words, the buffer is cut at most this far after a clause
 # A pass whose words end this long before its audio while speech went on has stalled; its
 # buffer is cut this far after the last committed word (see _stalled).
@@ -86,7 +93,14 @@ DRAFT_AFTER_SECONDS = 5.0
 class StreamingPolicy:
     pass_seconds: float = 0.5  # new audio that triggers a pass while someone speaks
     pause_seconds: float = 0.25  # a pause this long triggers a pass at once
-    trim_seconds: float = 10.0  # beyond this, committed audio leaves the buffer
+    # Past DRAFT_AFTER_SECONDS, a pause gets a draft until it lasts this long, and only then the
+    # final-quality pass that makes the end ready: on base (served on the padded window) that
+    # pass takes a second, and the phrases after a short pause waited for it.
+    long_pause_seconds: float = 0.6
+    # Beyond this, committed audio leaves the buffer. (6 s made base's passes a fifth cheaper,
+    # but tiny.en then once committed a word misheard over a short buffer after a cut, and lost
+    # the words before it.)
+    trim_seconds: float = 10.0
     max_buffer_seconds: float = 20.0  # beyond this, the buffer is cut at the last committed word
     context_chars: int = 200  # committed text before the buffer, given as the prompt
     # Server-side endpoint: the final transcript is due after this much silence following speech
@@ -139,20 +153,22 @@ def _same_word(a: Word, b: Word) -> bool:
     return key_a == key_b if key_a or key_b else a.text.strip() == b.text.strip()
 
 
-def agreed_prefix(previous: list[Word], current: list[Word]) -> int:
-    """How many leading words two hypotheses share (LocalAgreement-2)."""
+def settled_prefix(previous: list[Word], current: list[Word]) -> int:
+    """How many leading words two hypotheses share (LocalAgreement-2) and can commit.
+
+    Agreed words that are only punctuation ("...", "-") wait until a word follows: Whisper
+    writes them into pauses, and a pause may end without another word. So does a word whose
+    next piece goes on after a hyphen ("tin" of "tin-tare", split as alignment splits words):
+    it is not whole yet, and two passes cut off in it agree on its first half.
+    """
     count = 0
     for old, new in zip(previous, current, strict=False):
         if not _same_word(old, new):
             break
         count += 1
-    return count
-
-
-def _settled(count: int, words: list[Word]) -> int:
-    """Hold back agreed words that are only punctuation ("...", "-") until a word follows:
-    Whisper writes them into pauses, and a pause may end without another word."""
-    while count and not _key(words[count - 1]):
+    while count and not _key(current[count - 1]):
+        count -= 1
+    while 0 < count < len(current) and current[count].text.startswith("-"):
         count -= 1
     return count
 
@@ -390,10 +406,14 @@ class TranscriptStream:
             # than updates over arbitrary cuts of it.
             return None
         # A pause after speech that no final-quality pass has heard (an update may have heard
-        # it all, greedily): decode it now as the end would, and the end is ready.
+        # it all, greedily): decode it now as the end would, and the end is ready. In a long
+        # stream, a short pause gets a draft of what was said before it.
         heard_in_full = self._last_pass_full and not self._unheard_speech()
-        if self._tracker.trailing_silence >= self.policy.pause_seconds and not heard_in_full:
-            return "pause"
+        pause = self._tracker.trailing_silence
+        if pause >= self.policy.pause_seconds and not heard_in_full:
+            if self._update_kind() is not PassKind.DRAFT or pause >= self.policy.long_pause_seconds:
+                return "pause"
+            return "update" if self._unheard_speech() else None
         # Only new speech is worth an update: one over silence after the pause pass would only
         # replace that pass's final-quality words with a greedy decode, and the end would have
         # to decode them again.
@@ -526,12 +546,13 @@ class TranscriptStream:
         if final:
             count = len(words)
         else:
-            count = _settled(agreed_prefix(self._hypothesis, words), words)
+            count = settled_prefix(self._hypothesis, words)
             if aligned:
                 # A word that ends right at the edge of the audio may be the start of a longer
                 # one ("we" of "rewards"): it waits until the pass hears past it.
-                heard_until = self._last_pass_end / WHISPER_RATE - EDGE_HOLD
-                count = next((i for i, w in enumerate(words[:count]) if w.end > heard_until), count)
+                heard = self._last_pass_end / WHISPER_RATE
+                holds = [FOLLOWED_EDGE_HOLD] * (len(words) - 1) + [EDGE_HOLD]
+                count = next((i for i, w in enumerate(words[:count]) if w.end > heard - holds[i]), count)
         _LOGGER.debug(
             "pass at %.1f-%.1f s heard %r; commits %r | %r",
             passed.offset,
