@@ -268,10 +268,17 @@ async def test_the_end_does_not_wait_for_an_update_it_supersedes(server):
         sent.append(text)
 
     stream = TranscriptStream(server.engine, resident, request, on_commit=on_commit)
-    end = len(audio) - int(0.8 * 16000)  # the last 0.8 s arrives at once, during an update
-    await push_in_real_time(stream, audio[:end], step=1600)
-    while not stream.decoding:  # the next update starts within half a second
-        await asyncio.sleep(0.005)
+    step = 1600
+    end = len(audio) - int(2.4 * 16000)
+    await push_in_real_time(stream, audio[:end], step=step)
+    # Real time until an update is being decoded (one is due every half second of new audio;
+    # waiting without audio could wait for ever, if a pass had just heard it all), then the
+    # rest, at least 0.4 s, at once.
+    while not stream.decoding and end < len(audio) - int(0.4 * 16000):
+        stream.push(audio[end : end + step])
+        end += step
+        await asyncio.sleep(step / 16000)
+    assert stream.decoding
     stream.push(audio[end:])
     result = await stream.finish()
 

@@ -164,9 +164,9 @@ def settled_prefix(previous: list[Word], current: list[Word]) -> int:
     A word two passes hear differently holds back the words after it, however well they agree
     on those. (Tried: committing the later pass's version of one such word once the passes
     agree on the two words after it, at the same aligned times. base's p95 commit latency on
-    longform fell by about 0.1 s, but of eight such words on test-clean and test-other the later
-    pass had three wrong that the earlier had right, "stark" as "start", "till" as "to", and
-    two right: agreement is what makes a word trustworthy.)
+    test-clean fell by about 0.1 s (not on test-other), but of eight such words on the two the
+    later pass had two wrong that the earlier had right ("stark" as "start", "till" as "to"),
+    two right, and the rest wrong either way: no better than waiting for agreement.)
     """
     count = 0
     for old, new in zip(previous, current, strict=False):
