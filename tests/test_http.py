@@ -205,11 +205,14 @@ async def test_openai_client_transcribes_in_every_response_format(http):
         await client.close()
 
 
+SPOKEN = "The kitchen window is open."
+
+
 async def test_openai_client_speaks_and_chats(http, server):
     client = openai.AsyncOpenAI(base_url=f"{http.url}/v1", api_key=KEY)
     try:
         speech_response = await client.audio.speech.create(
-            model="tts-1", voice="alloy", input="The kitchen window is open.", response_format="wav"
+            model="tts-1", voice="alloy", input=SPOKEN, response_format="wav"
         )
         wav_bytes = speech_response.read()
         with wave.open(io.BytesIO(wav_bytes)) as wav:
@@ -217,7 +220,8 @@ async def test_openai_client_speaks_and_chats(http, server):
         resampler = StreamingResampler()
         audio = np.concatenate([resampler.push(pcm, PcmFormat(rate, 2, 1)), resampler.flush()])
         heard = await server.engine.transcribe(audio, TranscriptionOptions(model="tiny.en"))
-        assert "kitchen window" in heard.text.lower()
+        # Piper draws its noise anew for each synthesis; tiny.en once heard "catching" for "kitchen".
+        assert jiwer.wer(normalise(SPOKEN), normalise(heard.text)) <= 0.2
         chat = await client.chat.completions.create(
             model="any", messages=[{"role": "user", "content": "Say hello."}], max_tokens=20
         )
