@@ -20,12 +20,14 @@ from wis_wyoming.app import WisServer
 from wis_wyoming.engine.asr import TranscriptionOptions
 from wis_wyoming.engine.audio import decode_file
 from wis_wyoming.engine.streaming import (
+    FIRST_COMMIT_SPEECH,
     TranscriptStream,
     after_committed,
     heard_again,
     settled_prefix,
     skipped_ahead,
 )
+from wis_wyoming.engine.vad import FRAME_SECONDS, SpeechTracker
 from wis_wyoming.engine.word_times import Word
 
 from .conftest import push_in_real_time, read_wav, reference_text, speech
@@ -254,6 +256,29 @@ def test_a_pass_that_skipped_the_committed_words_it_holds_is_told_from_one_that_
     assert not skipped_ahead(committed, reheard)
     assert not skipped_ahead(said, misheard)
     assert not skipped_ahead(committed[-3:], skipped)  # too few committed words to tell
+
+
+async def test_nothing_commits_until_passes_have_heard_two_seconds_of_speech(server):
+    """A stream's first words are guessed at over a second of speech; they commit once a pass
+    has heard two, and commits go on streaming from then."""
+    audio = decode_file(speech(LIBRI))[: 6 * 16000]
+    tracker = SpeechTracker()
+    tracker.push(audio)
+    assert tracker.first_speech_frame is not None
+    speech_began = tracker.first_speech_frame * FRAME_SECONDS
+    resident, request = await server.engine.prepare(TranscriptionOptions(model="tiny.en"))
+    stream: TranscriptStream
+    committed_at: list[float] = []
+
+    async def on_commit(text: str) -> None:
+        committed_at.append(stream.duration)
+
+    stream = TranscriptStream(server.engine, resident, replace(request, beam_size=1), on_commit=on_commit)
+    await push_in_real_time(stream, audio, step=1600)
+    await stream.finish()
+
+    assert sum(at < len(audio) / 16000 for at in committed_at) >= 2  # while the audio arrived
+    assert committed_at[0] >= speech_began + FIRST_COMMIT_SPEECH
 
 
 async def test_the_end_does_not_wait_for_an_update_it_supersedes(server):

@@ -87,6 +87,13 @@ RECENT_WORDS = 100  # committed words kept for the prompt and the overlap check
 # Seconds since the speech began after which updates are drafts (see asr.PassKind): longer than
 # a voice command (shared/speech/commands: 1.4-3.7 s), whose words draft updates got wrong.
 DRAFT_AFTER_SECONDS = 5.0
+# Speech a pass must have heard, since the stream's first speech, before it commits anything.
+# Over a second or so of speech, with no words before and few after, Whisper guesses at a
+# stream's first words, and two greedy passes agreed on a guess: base "So the timer" for "Set
+# a timer" and "Can't" for "Cancel"; tiny.en "and apples" for "add apples". On
+# shared/speech/commands streamed in real time, commands whose streamed text was not the
+# offline one went from 2-4 of 32 to 0-1 (base), 3-7 to 1-4 (tiny.en).
+FIRST_COMMIT_SPEECH = 2.0
 
 
 @dataclass(frozen=True)
@@ -429,9 +436,12 @@ class TranscriptStream:
 
     def _update_kind(self) -> PassKind:
         """Drafts once the stream has outgrown a voice command (see asr.PassKind.DRAFT)."""
+        return PassKind.DRAFT if self._spoken(self._buffer.end) >= DRAFT_AFTER_SECONDS else PassKind.UPDATE
+
+    def _spoken(self, sample: int) -> float:
+        """Seconds from the stream's first speech to `sample`."""
         first = self._tracker.first_speech_frame
-        spoken = 0.0 if first is None else self.duration - first * FRAME_SAMPLES / WHISPER_RATE
-        return PassKind.DRAFT if spoken >= DRAFT_AFTER_SECONDS else PassKind.UPDATE
+        return 0.0 if first is None else max(0.0, (sample - first * FRAME_SAMPLES) / WHISPER_RATE)
 
     def _cut_before_tail(self) -> None:
         """The final pass needs the uncommitted tail, not the whole buffer: committed audio up to
@@ -557,6 +567,8 @@ class TranscriptStream:
             count = len(words)
         else:
             count = settled_prefix(self._hypothesis, words)
+            if self._spoken(self._last_pass_end) < FIRST_COMMIT_SPEECH:
+                count = 0
             if aligned:
                 # A word that ends right at the edge of the audio may be the start of a longer
                 # one ("we" of "rewards"): it waits until the pass hears past it.
