@@ -285,7 +285,8 @@ async def test_the_end_does_not_wait_for_an_update_it_supersedes(server):
     """Audio that ends while an update is being decoded: the final pass starts at once and the
     update's words go unused; the transcript is whole and the commits still join into it."""
     audio = decode_file(speech(LIBRI))
-    resident, request = await server.engine.prepare()
+    # base: its updates take long enough (a quarter of a second) for the end to land in one.
+    resident, request = await server.engine.prepare(TranscriptionOptions(model="base", language="en"))
     request = replace(request, beam_size=1)
     sent: list[str] = []
 
@@ -296,13 +297,17 @@ async def test_the_end_does_not_wait_for_an_update_it_supersedes(server):
     step = 1600
     end = len(audio) - int(2.4 * 16000)
     await push_in_real_time(stream, audio[:end], step=step)
-    # Real time until an update is being decoded (one is due every half second of new audio;
-    # waiting without audio could wait for ever, if a pass had just heard it all), then the
-    # rest, at least 0.4 s, at once.
-    while not stream.decoding and end < len(audio) - int(0.4 * 16000):
+    # Real time until an update starts (one is due every half second of new audio; waiting
+    # without audio could wait for ever, if a pass had just heard it all), then at once the
+    # rest, at least 0.4 s: the end arrives just after the update started, not as it finishes.
+    idle = not stream.decoding
+    while not (idle and stream.decoding) and end < len(audio) - int(0.4 * 16000):
         stream.push(audio[end : end + step])
         end += step
-        await asyncio.sleep(step / 16000)
+        due = time.perf_counter() + step / 16000
+        while time.perf_counter() < due and not (idle and stream.decoding):
+            await asyncio.sleep(0.002)
+            idle = idle or not stream.decoding
     assert stream.decoding
     stream.push(audio[end:])
     result = await stream.finish()
