@@ -48,12 +48,12 @@ async def synthesize(port: int, text: str, **data) -> tuple[list[str], int, byte
         return await read_speech(client)
 
 
-async def hear(server, pcm: bytes, rate: int) -> str:
-    """tiny.en's greedy transcript: the temperature fallback samples, and which decoder replica
+async def hear(server, pcm: bytes, rate: int, model: str = "tiny.en") -> str:
+    """The model's greedy transcript: the temperature fallback samples, and which decoder replica
     samples (so what it picks) depends on timing."""
     resampler = StreamingResampler()
     audio = np.concatenate([resampler.push(pcm, PcmFormat(rate, 2, 1)), resampler.flush()])
-    resident, request = await server.engine.prepare(TranscriptionOptions(model="tiny.en", language="en"))
+    resident, request = await server.engine.prepare(TranscriptionOptions(model=model, language="en"))
     decoded = await server.engine.decode(resident, audio, request, kind=PassKind.GREEDY)
     assert decoded is not None
     return decoded.text.strip()
@@ -85,9 +85,11 @@ async def test_spoken_commands_are_heard_back_by_our_asr(server):
 
 
 async def test_numbers_units_and_abbreviations_are_read_out(server):
-    _, rate, pcm = await synthesize(server.port, REPLY)
-    text = (await hear(server, pcm, rate)).lower()
-    # tiny.en writes "Dr." and "7:05"/"7.05"/"705" back its own way; the words prove how it was read.
+    # Without Piper's noise the voice says it the same way every time (with it, tiny.en once heard
+    # "Dr. Joan" in CI); base hears a name better than tiny.en.
+    _, rate, pcm = await synthesize(server.port, REPLY, noise_scale=0.0, noise_w_scale=0.0)
+    text = (await hear(server, pcm, rate, model="base")).lower()
+    # Whisper writes "Dr." and "7:05"/"7.05"/"705" back its own way; the words prove how it was read.
     assert "21 degree" in text and "celsius" in text
     # The first sentence is spoken in two parts (quick start): they join into one.
     assert "jones" in text and "kitchen lights are now on in the hall" in text
