@@ -24,6 +24,7 @@ from wis_wyoming.engine.streaming import (
     TranscriptStream,
     after_committed,
     heard_again,
+    pass_stalled,
     settled_prefix,
     skipped_ahead,
 )
@@ -256,6 +257,21 @@ def test_a_pass_that_skipped_the_committed_words_it_holds_is_told_from_one_that_
     assert not skipped_ahead(committed, reheard)
     assert not skipped_ahead(said, misheard)
     assert not skipped_ahead(committed[-3:], skipped)  # too few committed words to tell
+
+
+def test_a_pass_that_left_out_a_new_sentence_stalls_sooner_than_one_cut_off_mid_sentence():
+    # base streaming longform/librispeech_test-clean_20utt_concat.wav: a pass over 79.0-86.5 s
+    # heard up to "... braided with gold." (ending at 84.92 s) and nothing of "It was", said from
+    # 85.9 s on; two passes over that buffer had left the sentence out.
+    left_out = {"reach": 84.92, "heard_until": 86.5, "speech_end": 86.4}
+    assert pass_stalled(" gold.", all_committed=True, **left_out)
+    # Words still waiting for the next pass to agree: not a stall.
+    assert not pass_stalled(" gold.", all_committed=False, **left_out)
+    # The speaker paused after the clause: nothing was left out.
+    assert not pass_stalled(" gold.", all_committed=True, reach=84.92, heard_until=86.5, speech_end=85.0)
+    # Mid-sentence, a pass is taken to have stalled only after two seconds.
+    assert not pass_stalled(" with", all_committed=True, **left_out)
+    assert pass_stalled(" with", all_committed=True, reach=84.92, heard_until=87.1, speech_end=87.0)
 
 
 async def test_nothing_commits_until_passes_have_heard_two_seconds_of_speech(server):
