@@ -711,14 +711,9 @@ def pass_stalled(
     maybe a cost: a sentence start misheard over the short audio after the cut, "Under" as
     "Andrew" in one run.)
     """
-    if heard_until - reach > STALL_SECONDS and speech_end > reach + STALL_SECONDS / 2:
-        return True
     sentence_done = all_committed and bool(_CLAUSE_END.search(last_committed))
-    return (
-        sentence_done
-        and heard_until - reach > SENTENCE_STALL_SECONDS
-        and speech_end > reach + SENTENCE_STALL_SECONDS / 2
-    )
+    limit = SENTENCE_STALL_SECONDS if sentence_done else STALL_SECONDS
+    return heard_until - reach > limit and speech_end > reach + limit / 2
 
 
 def _consume(task: asyncio.Task) -> None:
