@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
 from wyoming.asr import Transcribe, Transcript
 
-from wis_wyoming.engine.asr import TranscriptionOptions
+from wis_wyoming.engine.asr import PassKind, TranscriptionOptions
 from wis_wyoming.engine.audio import decode_file
+from wis_wyoming.engine.encoder_window import PassAbandoned
 from wis_wyoming.engine.scheduler import BatchScheduler, Job
 
-from .conftest import corpus
+from .conftest import corpus, speech
 from .wyoming_client import transcribe_wav
 
 
@@ -153,3 +155,24 @@ def test_with_two_workers_an_answer_runs_beside_a_batch_in_progress():
         assert update.future.result(timeout=10) != answered_on
     finally:
         scheduler.close()
+
+
+async def test_an_abandoned_pass_stops_before_its_next_stage(server):
+    """A pass nobody waits for any more (a streaming update the end of the audio superseded)
+    gives up at its next stage instead of holding a core; the same pass left alone is decoded."""
+    resident, request = await server.engine.prepare(TranscriptionOptions(model="tiny.en"))
+    audio = decode_file(speech("librispeech/1089-134686-0000.wav"))  # 10.4 s
+
+    def submit() -> Job:
+        return resident.submit(audio, request, None, PassKind.UPDATE, urgent=False, word_times=True)
+
+    left_alone = submit()
+    segments, _, _ = await asyncio.wrap_future(left_alone.future)
+    assert segments and all(segment.words for segment in segments)
+
+    abandoned = submit()
+    while not abandoned.future.running():  # it is past the queue: only its stages can stop it
+        await asyncio.sleep(0.001)
+    abandoned.abandon()
+    with pytest.raises(PassAbandoned):
+        await asyncio.wrap_future(abandoned.future)

@@ -30,7 +30,13 @@ from .batch_decode import (
     decode_windows,
     prompt_tokens,
 )
-from .encoder_window import MAX_NEW_TOKENS, WINDOW_FRAMES, EncoderWindow, WindowedWhisperModel
+from .encoder_window import (
+    MAX_NEW_TOKENS,
+    WINDOW_FRAMES,
+    EncoderWindow,
+    PassAbandoned,
+    WindowedWhisperModel,
+)
 from .hardware import ComputePlan
 from .hush import hush_for
 from .languages import normalise_language
@@ -260,6 +266,8 @@ class ResidentModel:
         windows: list[tuple[Job, int, WindowRequest]] = []
         for job in jobs:
             try:
+                if job.abandoned:
+                    raise PassAbandoned
                 request: _PassRequest = job.payload
                 span = self._speech_span(request.audio)
                 if span is None:
@@ -285,8 +293,8 @@ class ResidentModel:
         for (job, offset, window), result in zip(windows, results, strict=True):
             try:
                 if result is None:
-                    request = job.payload
-                    answer = self._decode_window(window, offset, request.request)
+                    with self.whisper.abandonable(lambda job=job: job.abandoned):
+                        answer = self._decode_window(window, offset, job.payload.request)
                 else:
                     # A batch has a known language; faster-whisper reports such as certain.
                     answer = (self._segments(result, offset), job.payload.request.language, 1.0)
@@ -334,6 +342,7 @@ class ResidentModel:
             decoded = list(segments)
         words: list[list[Word]] | None = None
         if window.word_times and decoded and all(s.seek in windows for s in decoded):
+            self.whisper.stop_if_abandoned()
             tokenizer = Tokenizer(
                 self.whisper.hf_tokenizer, self.whisper.model.is_multilingual, request.task, info.language
             )
@@ -599,7 +608,11 @@ class AsrEngine:
         queued_at = time.perf_counter()
         try:
             job = resident.submit(audio, request, context, kind, not optional, word_times)
-            segments, language, probability = await asyncio.wrap_future(job.future)
+            try:
+                segments, language, probability = await asyncio.wrap_future(job.future)
+            except asyncio.CancelledError:
+                job.abandon()  # a superseded streaming update: its core is wanted elsewhere
+                raise
         finally:
             resident.in_flight -= 1
         started_at = job.started_at or queued_at

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +47,11 @@ MAX_NEW_TOKENS = 200
 # is the gate's trailing pad (0.6 s of silence after the speech), not a word.
 MIN_TAIL_FRAMES = 30
 EncodedWindow = tuple[ctranslate2.StorageView, int]  # encoder output, content frames
+
+
+class PassAbandoned(Exception):
+    """A decode stopped between its stages: nobody wanted its answer any more (see
+    WindowedWhisperModel.abandonable)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class WindowedWhisperModel(WhisperModel):
         self._detecting = threading.local()
         self._updating = threading.local()
         self._recording = threading.local()  # encoder outputs kept for word alignment
+        self._abandoned = threading.local()
         self._timestamp_begin = self.hf_tokenizer.token_to_id("<|notimestamps|>") + 1
 
     def detect_language(self, *args: Any, **kwargs: Any) -> Any:
@@ -135,6 +141,24 @@ class WindowedWhisperModel(WhisperModel):
             yield
         finally:
             self._updating.active = False
+
+    @contextmanager
+    def abandonable(self, abandoned: Callable[[], bool]) -> Iterator[None]:
+        """The decode on this thread in the block stops at its next stage (an encode, each window
+        having its own; an alignment) once `abandoned()` says so, raising PassAbandoned.
+        CTranslate2 cannot stop a call it has begun, but a streaming update superseded by the end
+        of the audio would otherwise hold a core for its remaining stages while the final pass
+        runs (tiny.en over a 10 s buffer: encode 55, generate 220, align 40 ms)."""
+        self._abandoned.check = abandoned
+        try:
+            yield
+        finally:
+            self._abandoned.check = None
+
+    def stop_if_abandoned(self) -> None:
+        check = getattr(self._abandoned, "check", None)
+        if check is not None and check():
+            raise PassAbandoned
 
     @property
     def active_window(self) -> EncoderWindow | None:
@@ -155,6 +179,7 @@ class WindowedWhisperModel(WhisperModel):
             self._recording.windows = self._recording.encoded = None
 
     def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        self.stop_if_abandoned()
         output = self._encode_window(features)
         if getattr(self._recording, "windows", None) is not None and not getattr(
             self._detecting, "active", False

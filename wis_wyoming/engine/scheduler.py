@@ -31,6 +31,13 @@ class Job:
     future: Future = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
     started_at: float = 0.0
+    # Nobody waits for the answer any more: a queued job is dropped, and `run_batch` may stop a
+    # running one between its stages (a running future cannot be cancelled).
+    abandoned: bool = False
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        self.future.cancel()  # only succeeds while it is queued
 
 
 class BatchScheduler:

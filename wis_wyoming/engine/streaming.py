@@ -21,9 +21,9 @@ committed word (committing all but the last words by force if nothing settles), 
 sees more than 30 s. At the end, only the tail is decoded; if nothing was said since the last
 pass (the speaker paused and a pass ran then), that pass's words are the tail and no pass runs
 at all; the final pass finds the committed words it hears again by text, and is aligned only
-when they cannot be found so. An update still being decoded when the audio ends is left to
-finish unused: the final pass starts at once, on another decoder worker where the model has one
-(see asr.ThreadLayout), instead of queueing behind an update that it supersedes. Passes whose
+when they cannot be found so. An update still being decoded when the audio ends is abandoned: it
+stops at its next stage, and the final pass starts at once, on another decoder worker where the
+model has one (see asr.ThreadLayout), instead of queueing behind an update that it supersedes. Passes whose
 words could not be aligned fall back to times spread over Whisper's segments, and to cuts at
 segment ends.
 """
@@ -127,7 +127,7 @@ class StreamStats:
     max_buffer_seconds: float = 0.0
     trims: int = 0
     final_pass: bool = False  # False: the last streaming pass already had the whole tail
-    superseded_passes: int = 0  # updates still running at the end, left unused (see finish)
+    superseded_passes: int = 0  # updates still running at the end, abandoned (see finish)
     draft_passes: int = 0  # updates decoded as drafts (see asr.PassKind.DRAFT)
 
 
@@ -306,7 +306,9 @@ class TranscriptStream:
         if self._in_flight is None or self._generation == 0:
             await self._worker  # a pass in flight that can be the final one completes first
         else:
-            self._worker.add_done_callback(_consume)  # it finishes on its own; its words are unused
+            # Its words would go unused: it stops at its next stage (see AsrEngine.decode).
+            self._worker.cancel()
+            self._worker.add_done_callback(_consume)
         await self._score_speech()
         tail = ""
         while self._buffer.seconds > WINDOW_SECONDS:
@@ -361,6 +363,7 @@ class TranscriptStream:
     async def cancel(self) -> None:
         """Stop without a result (the request failed or the client went away)."""
         self.abort()
+        self._worker.cancel()  # a pass in flight stops at its next stage
         await asyncio.gather(self._worker, return_exceptions=True)
 
     # --- the background worker -----------------------------------------------------------------
