@@ -9,7 +9,7 @@ from wyoming.client import AsyncTcpClient
 
 from wis_wyoming.engine.asr import TranscriptionOptions
 from wis_wyoming.engine.audio import decode_file
-from wis_wyoming.engine.vad import SpeechGate
+from wis_wyoming.engine.vad import FRAME_SAMPLES, SpeechGate, SpeechTracker
 
 from .conftest import speech
 from .wyoming_client import next_event, send_audio
@@ -60,3 +60,28 @@ async def test_leading_silence_is_trimmed_and_timestamps_stay_true(server):
     # Segment times refer to the audio as sent, not to the trimmed part.
     assert result.segments[0].start >= 1.5
     assert result.segments[-1].end <= result.duration
+
+
+def test_a_streams_tracker_finds_the_span_the_gate_finds():
+    """A stream's passes take the speech span from the frames its tracker already scored instead
+    of running Silero again; padded by the gate, it is the gate's own span, and audio not pushed
+    to the tracker yet counts as speech."""
+    gate = SpeechGate()
+    command = decode_file(speech("commands/add_apples_to_my_Shopping_List.wav"))
+    silence = np.zeros(2 * RATE, dtype=np.float32)
+    audio = np.concatenate([silence, command, silence])
+    tracker = SpeechTracker()
+    tracker.push(audio)
+
+    found = gate.padded(tracker.speech_between(0, len(audio)), len(audio))
+    expected = gate.speech_span(audio)
+    assert found is not None and expected is not None
+    assert abs(found[0] - expected[0]) <= FRAME_SAMPLES and abs(found[1] - expected[1]) <= FRAME_SAMPLES
+    # A buffer that starts after a cut, mid-speech; one of silence only.
+    start = len(silence) + len(command) // 2
+    assert tracker.speech_between(start, len(audio))[0] == start
+    assert tracker.speech_between(len(audio) - RATE, len(audio)) == (len(audio) - RATE,) * 2
+
+    unscored = SpeechTracker()
+    unscored.push(silence)
+    assert unscored.speech_between(0, len(silence) + RATE) == (len(silence), len(silence) + RATE)

@@ -189,6 +189,9 @@ class _PassRequest:
     context: str | None
     kind: PassKind
     word_times: bool
+    # Where the speech frames lie in `audio`, when the caller has scored it (a stream's passes):
+    # then the speech gate only pads it. An empty span: no speech.
+    speech: tuple[int, int] | None = None
 
     @property
     def prompt(self) -> str | None:
@@ -230,9 +233,10 @@ class ResidentModel:
         kind: PassKind,
         urgent: bool,
         word_times: bool = False,
+        speech: tuple[int, int] | None = None,
     ) -> Job:
         """Queue a pass; the job's future gets (segments, language, probability)."""
-        job = _PassRequest(audio, request, context, kind, word_times)
+        job = _PassRequest(audio, request, context, kind, word_times, speech)
         return self.scheduler.submit(job, self._batch_key(job), urgent)
 
     def _batch_key(self, job: _PassRequest) -> tuple | None:
@@ -269,7 +273,7 @@ class ResidentModel:
                 if job.abandoned:
                     raise PassAbandoned
                 request: _PassRequest = job.payload
-                span = self._speech_span(request.audio)
+                span = self._speech_span(request.audio, request.speech)
                 if span is None:
                     # Nothing was said: nothing to transcribe.
                     job.future.set_result(([], request.request.language, None))
@@ -302,9 +306,11 @@ class ResidentModel:
             except Exception as err:
                 job.future.set_exception(err)
 
-    def _speech_span(self, audio: np.ndarray) -> tuple[int, int] | None:
+    def _speech_span(self, audio: np.ndarray, speech: tuple[int, int] | None) -> tuple[int, int] | None:
         if self.gate is None:
             return (0, len(audio)) if len(audio) else None
+        if speech is not None:
+            return self.gate.padded(speech, len(audio))
         return self.gate.speech_span(audio)
 
     def _segments(self, result: WindowResult, offset: int) -> list[Segment]:
@@ -591,8 +597,10 @@ class AsrEngine:
         optional: bool = False,
         kind: PassKind = PassKind.FINAL,
         word_times: bool = False,
+        speech: tuple[int, int] | None = None,
     ) -> Decoded | None:
-        """One pass on the model's worker thread.
+        """One pass on the model's worker thread; `speech`, where the speech frames lie in the
+        audio, if the caller has scored it already.
 
         A busy model refuses with OverloadedError, or returns None for an `optional` pass (a
         streaming update that the next one makes up for).
@@ -607,7 +615,7 @@ class AsrEngine:
         resident.in_flight += 1
         queued_at = time.perf_counter()
         try:
-            job = resident.submit(audio, request, context, kind, not optional, word_times)
+            job = resident.submit(audio, request, context, kind, not optional, word_times, speech)
             try:
                 segments, language, probability = await asyncio.wrap_future(job.future)
             except asyncio.CancelledError:

@@ -525,6 +525,7 @@ class TranscriptStream:
         context = spoken_before[-self.policy.context_chars :].strip() or self.request.initial_prompt
         if start == self._unprompted_from:
             context = ""  # see _skipped_ahead
+        speech_from, speech_to = self._tracker.speech_between(start, end)
         decoded = await self.engine.decode(
             self.resident,
             audio,
@@ -533,6 +534,7 @@ class TranscriptStream:
             optional=optional,
             kind=kind,
             word_times=word_times,
+            speech=(speech_from - start, speech_to - start),
         )
         if decoded is None or generation != self._generation:
             return None  # skipped, or superseded by the end while it ran
