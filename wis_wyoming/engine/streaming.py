@@ -23,9 +23,9 @@ pass (the speaker paused and a pass ran then), that pass's words are the tail an
 at all; the final pass finds the committed words it hears again by text, and is aligned only
 when they cannot be found so. An update still being decoded when the audio ends is abandoned: it
 stops at its next stage, and the final pass starts at once, on another decoder worker where the
-model has one (see asr.ThreadLayout), instead of queueing behind an update that it supersedes. Passes whose
-words could not be aligned fall back to times spread over Whisper's segments, and to cuts at
-segment ends.
+model has one (see asr.ThreadLayout), instead of queueing behind an update that it supersedes.
+Passes whose words could not be aligned fall back to times spread over Whisper's segments, and
+to cuts at segment ends.
 """
 
 from __future__ import annotations

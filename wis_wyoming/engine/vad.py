@@ -107,9 +107,8 @@ class SpeechTracker:
         """Samples from the start of the first speech frame to the end of the last within
         [start, end) (samples since the stream began), clipped to it; audio not pushed yet counts
         as speech (the last part-frame pushed, under 32 ms, does not). An empty span if there is
-        none. A stream's passes take this instead of scoring
-        their audio again (see SpeechGate.padded): Silero over a 10 s buffer costs about 25 ms,
-        each update."""
+        none. A stream's passes take this instead of scoring their audio again (see
+        SpeechGate.padded): Silero over a 10 s buffer costs about 25 ms, each update."""
         if end <= start:
             return start, start
         first_frame, last_frame = start // FRAME_SAMPLES, (end - 1) // FRAME_SAMPLES
