@@ -112,7 +112,8 @@ class SpeechTracker:
         if end <= start:
             return start, start
         first_frame, last_frame = start // FRAME_SAMPLES, (end - 1) // FRAME_SAMPLES
-        probabilities = np.frombuffer(self._probabilities, dtype=np.float32)[first_frame : last_frame + 1]
+        # A copy of the slice: an array exporting its buffer cannot grow, and `push` grows it.
+        probabilities = np.frombuffer(self._probabilities[first_frame : last_frame + 1], dtype=np.float32)
         frames = first_frame + np.flatnonzero(probabilities >= self.threshold)
         pushed = self.frames * FRAME_SAMPLES + len(self._pending)
         if not len(frames):
