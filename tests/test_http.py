@@ -20,7 +20,7 @@ from wis_wyoming.app import WisServer
 from wis_wyoming.engine.asr import TranscriptionOptions
 from wis_wyoming.engine.audio import PcmFormat, StreamingResampler
 
-from .conftest import REPO, http_settings, read_wav, reference_text, speech
+from .conftest import REPO, corpus, http_settings, read_wav, reference_text, speech
 
 normalise = EnglishTextNormalizer()
 LIBRI = speech("librispeech/1089-134686-0000.wav")
@@ -270,6 +270,42 @@ async def test_websocket_streams_committed_text_then_the_final_one_for_each_utte
     async with aiohttp.ClientSession() as anonymous:
         with pytest.raises(aiohttp.WSServerHandshakeError):
             await anonymous.ws_connect(f"{http.url}/api/ws/asr")  # no key
+
+
+async def test_many_websockets_at_once_each_get_their_own_transcript(http):
+    """Six sockets stream six commands at the same time, in real time: each final transcript is
+    its own command's, and committed text still begins it."""
+    clips = corpus("commands")[:6]
+
+    async def stream(clip) -> tuple[str, str]:
+        pcm, rate, width, _ = read_wav(clip)
+        async with (
+            aiohttp.ClientSession() as anonymous,
+            anonymous.ws_connect(f"{http.url}/api/ws/asr?api_key={KEY}") as socket,
+        ):
+            await socket.send_json({"model": "tiny.en", "sample_rate": rate, "bits": 8 * width})
+            step = rate * width // 10
+            for offset in range(0, len(pcm), step):
+                await socket.send_bytes(pcm[offset : offset + step])
+                await asyncio.sleep(0.1)
+            await socket.send_json({"type": "end"})
+            committed = ""
+            while (message := await socket.receive_json(timeout=60))["type"] != "final":
+                assert message["type"] == "committed", message
+                committed += message["text"]
+            return committed, message["text"]
+
+    results = await asyncio.gather(*(stream(clip) for clip in clips))
+    for clip, (committed, final) in zip(clips, results, strict=True):
+        assert final.startswith(committed.strip())
+        reference = normalise(reference_text(clip))
+        others = [normalise(reference_text(other)) for other in clips if other != clip]
+        # Its own command, not another socket's: nearer its reference than any other.
+        mine = jiwer.wer(reference, normalise(final))
+        assert mine <= 0.5 and all(mine < jiwer.wer(other, normalise(final)) for other in others), (
+            clip.name,
+            final,
+        )
 
 
 AMRWB = REPO / "tests" / "fixtures" / "lock_the_Front_Door.amr"  # scripts/make_amrwb_fixture.py
