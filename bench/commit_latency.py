@@ -6,7 +6,12 @@ the `transcript-chunk` that carries it. Word end times come from a forced alignm
 transcript (the same model, run offline with word timestamps); committed words are matched to
 them in order. The streamed transcript's WER is compared with the offline transcript's.
 
-    .venv/bin/python bench/commit_latency.py --model base --beam 1
+    .venv/bin/python bench/commit_latency.py --model base --beam 1 --runs 2
+
+Every file in longform/ is streamed unless `--file` names some; `--runs` streams each that many
+times, since a run's figures move with the timing of its passes (test-other's streamed WER moved
+by two points between runs of the same code). Figures are given per file and run, and pooled:
+latencies over all streamed words, WER over all their words (errors over reference words).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import subprocess
 import sys
 import time
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
@@ -118,12 +124,65 @@ def commit_latencies(
     return latencies, len(committed)
 
 
+@dataclass
+class FileRun:
+    """One file streamed once: its figures, and its transcripts for the pooled WER."""
+
+    name: str
+    latencies: list[float]
+    committed_words: int
+    final_latency: float
+    reference: str
+    streamed: str
+    offline: str
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "words_committed": self.committed_words,
+            "words_matched": len(self.latencies),
+            "commit_p50": percentile(self.latencies, 0.5),
+            "commit_p95": percentile(self.latencies, 0.95),
+            "commit_mean": statistics.mean(self.latencies),
+            "final_latency": self.final_latency,
+            "wer_streamed": word_error_rate([self], "streamed"),
+            "wer_offline": word_error_rate([self], "offline"),
+        }
+
+
+def word_error_rate(runs: list[FileRun], which: str) -> float:
+    """WER over all the runs' words together (errors over reference words), normalised."""
+    return jiwer.wer([normalise(r.reference) for r in runs], [normalise(getattr(r, which)) for r in runs])
+
+
+def pooled(runs: list[FileRun]) -> dict[str, float]:
+    latencies = [latency for run in runs for latency in run.latencies]
+    streamed, offline = word_error_rate(runs, "streamed"), word_error_rate(runs, "offline")
+    return {
+        "commit_p50": percentile(latencies, 0.5),
+        "commit_p95": percentile(latencies, 0.95),
+        "wer_streamed": streamed,
+        "wer_offline": offline,
+        "wer_difference": streamed - offline,
+    }
+
+
+def describe(label: str, figures: dict[str, float]) -> str:
+    return (
+        f"{label}: commit p50 {figures['commit_p50']:.2f} s, p95 {figures['commit_p95']:.2f} s; "
+        f"WER streamed {figures['wer_streamed'] * 100:.2f} %, offline {figures['wer_offline'] * 100:.2f} % "
+        f"({(figures['wer_streamed'] - figures['wer_offline']) * 100:+.2f} points)"
+    )
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="base")
-    parser.add_argument("--file", default="librispeech_test-clean_20utt_concat.wav", help="in longform/")
+    parser.add_argument(
+        "--file", action="append", dest="files", help="in longform/, repeatable (default: every .wav there)"
+    )
+    parser.add_argument("--runs", type=int, default=1, help="stream each file this many times")
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--encoder-window", default="auto", choices=("auto", "adaptive", "padded"))
@@ -132,13 +191,18 @@ async def main() -> int:
 
     cache_dir = Path(os.environ.get("WIS_CACHE_DIR", Path.home() / ".cache" / "wis_wyoming"))
     model_dir = Path(args.model) if Path(args.model).is_dir() else model_directory(args.model, cache_dir)
-    wav = SPEECH / "longform" / args.file
-    reference = wav.with_suffix(".txt").read_text().strip()
+    wavs = (
+        [SPEECH / "longform" / name for name in args.files]
+        if args.files
+        else sorted((SPEECH / "longform").glob("*.wav"))
+    )
 
+    offline: dict[Path, tuple[str, list[tuple[str, float]], str]] = {}
     started = time.perf_counter()
-    timed_text, aligned = offline_words(model_dir, wav, args.beam, args.threads)
-    plain_text = offline_text(model_dir, wav, args.beam, args.threads)
-    print(f"offline transcript and alignment: {time.perf_counter() - started:.1f} s")
+    for wav in wavs:
+        timed_text, aligned = offline_words(model_dir, wav, args.beam, args.threads)
+        offline[wav] = (timed_text, aligned, offline_text(model_dir, wav, args.beam, args.threads))
+    print(f"offline transcripts and alignments: {time.perf_counter() - started:.1f} s")
 
     ours = ServerRun("wis_wyoming", [], free_port())
     ours.command = our_server_command(
@@ -151,45 +215,49 @@ async def main() -> int:
     ours.process = subprocess.Popen(
         ours.command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    print(f"\nmodel {args.model}, beam {args.beam}, {args.threads} threads; files streamed in real time")
+    runs: list[list[FileRun]] = []
     try:
         await wait_ready(ours)
-        chunks, streamed_text, final_latency = await stream_file(ours.port, wav)
+        for number in range(1, args.runs + 1):
+            runs.append([])
+            for wav in wavs:
+                chunks, streamed_text, final_latency = await stream_file(ours.port, wav)
+                timed_text, aligned, plain_text = offline[wav]
+                latencies, committed_words = commit_latencies(chunks, aligned)
+                reference = wav.with_suffix(".txt").read_text().strip()
+                run = FileRun(
+                    wav.name, latencies, committed_words, final_latency, reference, streamed_text, plain_text
+                )
+                runs[-1].append(run)
+                print(
+                    describe(f"run {number}, {wav.stem}", run.figures())
+                    + f"; final transcript {final_latency * 1000:.0f} ms after audio-stop",
+                    flush=True,
+                )
     finally:
         ours.process.terminate()
         ours.process.wait(timeout=30)
 
-    latencies, committed_words = commit_latencies(chunks, aligned)
-    wer_streamed = jiwer.wer(normalise(reference), normalise(streamed_text))
-    wer_offline = jiwer.wer(normalise(reference), normalise(plain_text))
-    wer_offline_timed = jiwer.wer(normalise(reference), normalise(timed_text))
-    figures = {
-        "words_committed": committed_words,
-        "words_matched": len(latencies),
-        "commit_p50": percentile(latencies, 0.5),
-        "commit_p95": percentile(latencies, 0.95),
-        "commit_mean": statistics.mean(latencies),
-        "final_latency": final_latency,
-        "wer_streamed": wer_streamed,
-        "wer_offline": wer_offline,
-        "wer_offline_word_timestamps": wer_offline_timed,
-    }
-    with wave.open(str(wav)) as source:
-        seconds = source.getnframes() / source.getframerate()
-    print(f"\n{args.file} ({seconds:.0f} s), model {args.model}, beam {args.beam}, {args.threads} threads")
-    print(
-        f"commit latency (word end -> transcript-chunk): p50 {figures['commit_p50']:.2f} s, "
-        f"p95 {figures['commit_p95']:.2f} s, mean {figures['commit_mean']:.2f} s "
-        f"({len(latencies)} of {committed_words} committed words matched to the alignment)"
-    )
-    print(f"final transcript {final_latency * 1000:.0f} ms after audio-stop")
-    print(
-        f"WER vs reference: streamed {wer_streamed * 100:.2f} %, offline {wer_offline * 100:.2f} % "
-        f"(difference {(wer_streamed - wer_offline) * 100:+.2f} points); "
-        f"offline with word timestamps {wer_offline_timed * 100:.2f} %"
-    )
+    every = [run for batch in runs for run in batch]
+    overall = pooled(every)
+    print(describe(f"\nall {len(every)} streams pooled", overall))
+    if len(runs) > 1:
+        differences = [pooled(batch)["wer_difference"] * 100 for batch in runs]
+        print(f"pooled WER difference per run: {', '.join(f'{d:+.2f}' for d in differences)} points")
+    # Word timestamps move faster-whisper's window cuts (see offline_text): shown for reference.
+    references = [normalise(wav.with_suffix(".txt").read_text()) for wav in wavs]
+    timed = jiwer.wer(references, [normalise(offline[wav][0]) for wav in wavs])
+    print(f"offline with word timestamps: WER {timed * 100:.2f} %")
     if args.json:
         args.json.write_text(
-            json.dumps({"settings": {**vars(args), "json": str(args.json)}, "figures": figures})
+            json.dumps(
+                {
+                    "settings": {**vars(args), "json": str(args.json)},
+                    "pooled": overall,
+                    "runs": [[{"file": r.name, **r.figures()} for r in batch] for batch in runs],
+                }
+            )
         )
     return 0
 
