@@ -223,7 +223,7 @@ async def main() -> int:
             runs.append([])
             for wav in wavs:
                 chunks, streamed_text, final_latency = await stream_file(ours.port, wav)
-                timed_text, aligned, plain_text = offline[wav]
+                _, aligned, plain_text = offline[wav]
                 latencies, committed_words = commit_latencies(chunks, aligned)
                 reference = wav.with_suffix(".txt").read_text().strip()
                 run = FileRun(
