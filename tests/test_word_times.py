@@ -42,6 +42,10 @@ async def test_aligned_words_fall_on_the_utterance_boundaries(server):
     assert all(segment.words for segment in decoded.segments)
     assert "".join(w.text for w in words) == decoded.text
     assert all(a.start <= a.end <= b.start + 0.01 for a, b in itertools.pairwise(words))
+    # Each word carries how sure the decoder was of it; of clean read speech, mostly sure.
+    probabilities = [w.probability for w in words]
+    assert all(p is not None and 0.0 < p <= 1.0 for p in probabilities)
+    assert sorted(probabilities)[len(probabilities) // 2] > 0.8
     # "... on the left." | pause | "Also a popular contrivance ..."
     last_of_first = next(w for w in words if w.text.strip(" .").lower() == "left")
     first_of_second = words[words.index(last_of_first) + 1]

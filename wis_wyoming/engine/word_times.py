@@ -15,7 +15,7 @@ its next window starts, which changes what is decoded.)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ctranslate2
@@ -37,11 +37,14 @@ class Word:
     start: float  # seconds
     end: float
     text: str  # with its leading space, as Whisper wrote it
+    # How sure the decoder was of the word: the mean probability of its tokens, read off the
+    # alignment's forward pass (None: not aligned).
+    probability: float | None = None
 
 
 def shifted(words: Iterable[Word], seconds: float) -> list[Word]:
     """The words moved later by `seconds` (from a window's time to the stream's)."""
-    return [Word(w.start + seconds, w.end + seconds, w.text) for w in words]
+    return [replace(w, start=w.start + seconds, end=w.end + seconds) for w in words]
 
 
 def align_words(
@@ -71,7 +74,10 @@ def align_words(
         last_speech_timestamp=0.0,
     )
     timed = [
-        [Word(float(w["start"]), float(w["end"]), w["word"]) for w in copy.get("words") or ()]
+        [
+            Word(float(w["start"]), float(w["end"]), w["word"], float(w["probability"]))
+            for w in copy.get("words") or ()
+        ]
         for copy in copies
     ]
     flat = [word for words in timed for word in words]
@@ -88,7 +94,7 @@ def in_order(timed: list[list[Word]]) -> list[list[Word]]:
     for i in range(len(flat) - 2, -1, -1):
         word, limit = flat[i], flat[i + 1].start
         if word.end > limit:
-            flat[i] = Word(min(word.start, limit), limit, word.text)
+            flat[i] = replace(word, start=min(word.start, limit), end=limit)
     ordered, index = [], 0
     for words in timed:
         ordered.append(flat[index : index + len(words)])
@@ -107,5 +113,5 @@ def _bounded(word: Word, first: bool, last: bool) -> Word:
     if word.end - word.start <= longest:
         return word
     if first and not last:
-        return Word(word.end - longest, word.end, word.text)
-    return Word(word.start, word.start + longest, word.text)
+        return replace(word, start=word.end - longest)
+    return replace(word, end=word.start + longest)
