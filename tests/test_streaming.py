@@ -27,6 +27,7 @@ from wis_wyoming.engine.streaming import (
     pass_stalled,
     settled_prefix,
     skipped_ahead,
+    sure_prefix,
 )
 from wis_wyoming.engine.vad import FRAME_SECONDS, SpeechTracker
 from wis_wyoming.engine.word_times import Word
@@ -238,6 +239,27 @@ def test_a_word_cut_off_at_a_hyphen_is_not_committed_until_it_is_whole():
     # Once the word is whole, it and the words agreed after it commit.
     whole = words(" and", " wake", "-word", " now")
     assert settled_prefix(whole, words(" and", " wake", "-word", " now", " on")) == 4
+
+
+def test_words_the_decoder_was_sure_of_commit_without_waiting_for_the_next_pass():
+    # base streaming longform/librispeech_test-other_10utt_concat.wav, a pass over audio up to
+    # 35.1 s: "I" agreed with the pass before; "may" and "be" were heard for the first time.
+    def pass_words(*heard: tuple[str, float, float | None]) -> list[Word]:
+        return [Word(end - 0.15, end, text, probability) for text, end, probability in heard]
+
+    words = pass_words((" I", 34.40, 0.91), (" may", 34.56, 0.97), (" be", 34.74, 0.99),
+                       (" able", 34.90, 0.99), (" to...", 35.04, 0.61))  # fmt: skip
+    # "able" ends too near the end of the audio to be known whole; "to..." is unsure.
+    assert sure_prefix(words, 1, heard_until=35.1) == 3
+    assert sure_prefix(words, 1, heard_until=36.0) == 4
+    # An unsure word holds back the sure ones after it; agreed words stay agreed.
+    assert sure_prefix(pass_words((" reply", 29.24, 0.09), (" to", 29.42, 0.98)), 0, 31.0) == 0
+    assert sure_prefix(words, 5, heard_until=35.1) == 5
+    # Words placed without alignment carry no probability, and wait for agreement.
+    assert sure_prefix(pass_words((" may", 34.56, None), (" be", 34.74, None)), 0, 36.0) == 0
+    # A sure word cut off at a hyphen waits until it is whole, as an agreed one does.
+    cut_off = pass_words((" and", 60.3, 0.99), (" tin", 60.6, 0.99), ("-tare.", 60.9, 0.4))
+    assert sure_prefix(cut_off, 0, heard_until=62.0) == 1
 
 
 def test_a_pass_that_skipped_the_committed_words_it_holds_is_told_from_one_that_misheard_them():
