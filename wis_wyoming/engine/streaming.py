@@ -64,8 +64,9 @@ EDGE_HOLD = 0.5
 FOLLOWED_EDGE_HOLD = 0.25
 # A word the decoder was this sure of (see word_times.Word.probability) commits from the first
 # pass that heard it, once that pass heard SURE_HOLD past it, without waiting for the next pass
-# to agree: base on shared/speech/longform test-other, of 96 such words 3 were heard otherwise
-# by the next pass, against 10 of 207 at 0.8; words below 0.5 were wrong about half the time.
+# to agree: base on shared/speech/longform test-other, of 96 such words (with no hold) 3 were
+# heard otherwise by the next pass, against 10 of 207 at 0.8; words below 0.5 were wrong about
+# half the time.
 SURE_PROBABILITY = 0.95
 SURE_HOLD = 0.25
 # A pass whose audio ends in this much silence (see vad.SpeechTracker) heard its last words
