@@ -769,14 +769,15 @@ def commit_holds(words: list[Word], heard_into_silence: bool) -> list[float]:
     a later pass, over more audio, hears what was said. (Holding every word aligned to no audio
     held back a real "I" that passes kept squeezing into no time, and all after it, for 10 s.)
     """
-    if heard_into_silence:
-        holds = [0.0] * len(words)
-    else:
-        holds = [FOLLOWED_EDGE_HOLD] * (len(words) - 1) + [EDGE_HOLD]
     ran_on = len(words)
     while ran_on and words[ran_on - 1].end - words[ran_on - 1].start < UNHEARD_WORD:
         ran_on -= 1
-    return [max(hold, UNHEARD_HOLD) if i >= ran_on else hold for i, hold in enumerate(holds)]
+    holds = []
+    for index in range(len(words)):
+        last = index == len(words) - 1
+        hold = 0.0 if heard_into_silence else EDGE_HOLD if last else FOLLOWED_EDGE_HOLD
+        holds.append(max(hold, UNHEARD_HOLD) if index >= ran_on else hold)
+    return holds
 
 
 def pass_stalled(
