@@ -23,8 +23,8 @@ from wis_wyoming.engine.streaming import (
     FIRST_COMMIT_SPEECH,
     TranscriptStream,
     after_committed,
-    commit_holds,
     heard_again,
+    heard_past,
     pass_stalled,
     settled_prefix,
     skipped_ahead,
@@ -227,8 +227,7 @@ HEARD_OUT = aligned_words(("that", 88.94, 89.34), ("to", 89.34, 89.52), ("get", 
 
 def test_words_aligned_to_no_audio_wait_for_a_pass_that_heard_well_past_them():
     def committable(words: list[Word], heard_until: float, silent: bool) -> int:
-        holds = commit_holds(words, heard_into_silence=silent)
-        return next((i for i, w in enumerate(words) if w.end > heard_until - holds[i]), len(words))
+        return heard_past(words, len(words), heard_until, heard_into_silence=silent)
 
     # At the audio's edge, words wait for the pass to hear past them.
     assert committable(RAN_ON, 89.8, silent=False) == 2

@@ -73,7 +73,7 @@ SURE_HOLD = 0.25
 # whole: the edge holds would wait for nothing.
 SILENT_EDGE = 0.2
 # An aligned word shorter than this was given no audio of its own; if no word after it was, an
-# update commits it only once it heard UNHEARD_HOLD past it (see commit_holds).
+# update commits it only once it heard UNHEARD_HOLD past it (see heard_past).
 UNHEARD_WORD = 0.02
 UNHEARD_HOLD = 1.0
 CLAUSE_PAUSE = 0.3  # with aligned words, the buffer is cut at most this far after a clause
@@ -652,8 +652,7 @@ class TranscriptStream:
             if self._spoken(self._last_pass_end) < FIRST_COMMIT_SPEECH:
                 count = 0
             if aligned:
-                holds = commit_holds(words, self._heard_into_silence())
-                count = next((i for i, w in enumerate(words[:count]) if w.end > heard - holds[i]), count)
+                count = heard_past(words, count, heard, self._heard_into_silence())
         _LOGGER.debug(
             "pass at %.1f-%.1f s heard %r; commits %r | %r",
             passed.offset,
@@ -758,8 +757,8 @@ class TranscriptStream:
         ]
 
 
-def commit_holds(words: list[Word], heard_into_silence: bool) -> list[float]:
-    """How far past each of a pass's aligned words the pass must have heard to commit it.
+def heard_past(words: list[Word], count: int, heard_until: float, heard_into_silence: bool) -> int:
+    """How many of a pass's first `count` aligned words it heard far enough past to commit.
 
     A word that ends right at the edge of the audio may be the start of a longer one ("we" of
     "rewards"): it waits until the pass hears past it, unless the audio ended in silence. Words
@@ -772,12 +771,14 @@ def commit_holds(words: list[Word], heard_into_silence: bool) -> list[float]:
     ran_on = len(words)
     while ran_on and words[ran_on - 1].end - words[ran_on - 1].start < UNHEARD_WORD:
         ran_on -= 1
-    holds = []
-    for index in range(len(words)):
+    for index, word in enumerate(words[:count]):
         last = index == len(words) - 1
         hold = 0.0 if heard_into_silence else EDGE_HOLD if last else FOLLOWED_EDGE_HOLD
-        holds.append(max(hold, UNHEARD_HOLD) if index >= ran_on else hold)
-    return holds
+        if index >= ran_on:
+            hold = max(hold, UNHEARD_HOLD)
+        if word.end > heard_until - hold:
+            return index
+    return count
 
 
 def pass_stalled(
