@@ -4,8 +4,8 @@ A `TranscriptStream` takes audio as it comes. Whenever enough new audio has arri
 speaker pauses), it runs a decoder pass over its buffer on the model's worker thread, at most
 one pass at a time: audio that arrives during a pass waits for the next one, so a slow machine
 skips passes instead of falling behind. Once a stream outgrows a voice command, its updates are
-cheaper drafts, and a short pause gets one too: a long stream is read as it is committed, a
-command for its end.
+cheaper drafts where the model's own window is slow, and a short pause gets one too: a long
+stream is read as it is committed, a command for its end.
 
 Commit policy, LocalAgreement-2 (Macháček et al., Whisper-Streaming): a word is committed once
 two consecutive passes agree on it and the pass has heard past it, or at once if the decoder was
@@ -35,6 +35,7 @@ import asyncio
 import difflib
 import logging
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
@@ -120,6 +121,7 @@ DRAFT_AFTER_SECONDS = 5.0
 # shared/speech/commands streamed in real time, commands whose streamed text was not the
 # offline one went from 2-4 of 32 to 0-1 (base), 3-7 to 1-4 (tiny.en).
 FIRST_COMMIT_SPEECH = 2.0
+OWN_WINDOW_PASSES = 3  # the last passes on the model's own window that tell its speed
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,14 @@ class StreamingPolicy:
     # 600 characters, streamed WER 10.5 and 11.0 %; none, 9.2-10.5 % in six runs; 200, 9.2-11.2 %
     # in four: no length told apart from the spread between runs.)
     context_chars: int = 200
+    # Past DRAFT_AFTER_SECONDS, updates are drafts only while passes on the model's own window
+    # take longer than this (the mean of the last OWN_WINDOW_PASSES). Drafts are fast and cost
+    # accuracy: base on shared/speech/longform test-other, streamed WER read 8.7-12.2 % with
+    # drafts (0.33 s a pass here) and 6.5-8.7 % in three runs with every update on the padded
+    # window (offline: 5.97 %), but those take 0.8 s a pass on 2 cores: p50 commit latency
+    # 2.5-2.8 s against 1.0-1.2 s. Where the model's own window is as fast as drafts are here (a
+    # GPU), it serves; on a slow machine, `--encoder-window padded` buys the accuracy with latency.
+    draft_above_seconds: float = 0.3
     # Server-side endpoint: the final transcript is due after this much silence following speech
     # (None: the client says when the audio ends).
     endpoint_silence: float | None = None
@@ -325,6 +335,8 @@ class TranscriptStream:
         # The buffer start (samples) whose passes take no prompt: one skipped ahead with it.
         self._unprompted_from: int | None = None
         self._endpoint_sent = False
+        # Seconds the last passes on the model's own window took (see _update_kind).
+        self._own_window_seconds: deque[float] = deque(maxlen=OWN_WINDOW_PASSES)
         self._worker = asyncio.create_task(self._run(), name="transcript-stream")
 
     @property
@@ -503,8 +515,13 @@ class TranscriptStream:
         return "update" if new_audio >= self.policy.pass_seconds and self._unheard_speech() else None
 
     def _update_kind(self) -> PassKind:
-        """Drafts once the stream has outgrown a voice command (see asr.PassKind.DRAFT)."""
-        return PassKind.DRAFT if self._spoken(self._buffer.end) >= DRAFT_AFTER_SECONDS else PassKind.UPDATE
+        """Drafts once the stream has outgrown a voice command (see asr.PassKind.DRAFT), unless
+        the model's own window is fast enough (see StreamingPolicy.draft_above_seconds)."""
+        if self._spoken(self._buffer.end) < DRAFT_AFTER_SECONDS:
+            return PassKind.UPDATE
+        timed = self._own_window_seconds
+        fast = bool(timed) and sum(timed) / len(timed) <= self.policy.draft_above_seconds
+        return PassKind.UPDATE if fast else PassKind.DRAFT
 
     def _spoken(self, sample: int) -> float:
         """Seconds from the stream's first speech to `sample`."""
@@ -595,6 +612,8 @@ class TranscriptStream:
             return None  # skipped, or superseded by the end while it ran
         self.stats.passes += 1
         self.stats.draft_passes += kind is PassKind.DRAFT
+        if kind in (PassKind.UPDATE, PassKind.GREEDY):
+            self._own_window_seconds.append(decoded.inference_seconds)
         self._last_pass_end = end
         self._last_pass_full = kind in (PassKind.GREEDY, PassKind.FINAL)
         self._last_pass_final = kind is PassKind.FINAL or (kind is PassKind.GREEDY and decoded.confident)
