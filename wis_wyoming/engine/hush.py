@@ -16,11 +16,15 @@ commands + misc with VAD, greedy: WER 12.07 % against 11.29 % padded (librispeec
 requests, so base serves whole requests, pauses and the end on the padded window, and its
 streaming updates, whose words count only once the next pass agrees, on the hush.
 
-base's streamed long-form WER on test-other (9-11 % against 6 % offline) is not the hush's doing.
-On the buffers and prompts where streamed drafts went wrong, the padded window hears the same
-words ("martial" for "marshal", "Mars" for "marsh", "am I so" for "and my soul"); offline
-decoding, over 30 s windows, gets them right. Drafts on the truncated 10 s window (speech and
-silence, nothing spliced) streamed it at 9.5 and 10.0 %: no better, and slower.
+Most of base's streamed long-form WER on test-other (8.7-12.2 % against 5.97 % offline) goes with
+the drafts. Streamed with every update on the padded window, it read 6.5-8.7 % in three runs
+(and drafts that waited until a pass heard 2 s past each word, 9.5-10.5 %), though on single
+buffers and prompts where drafts went wrong, the padded window often hears the same words
+("martial" for "marshal", "am I so" for "and my soul"): the difference is in how often passes
+agree on such a word, not in one decode. Drafts on the truncated 10 s window (speech and
+silence, nothing spliced) streamed it at 9.5 and 10.0 %, on spliced silence 13-17 %. A hush
+trained on speech cut off mid-sentence, as drafts hear it (this one saw whole clips), is the
+next thing to try.
 """
 
 from __future__ import annotations
