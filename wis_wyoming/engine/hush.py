@@ -22,9 +22,9 @@ the drafts. Streamed with every update on the padded window, it read 6.5-8.7 % i
 buffers and prompts where drafts went wrong, the padded window often hears the same words
 ("martial" for "marshal", "am I so" for "and my soul"): the difference is in how often passes
 agree on such a word, not in one decode. Drafts on the truncated 10 s window (speech and
-silence, nothing spliced) streamed it at 9.5 and 10.0 %, on spliced silence 13-17 %. A hush
-trained on speech cut off mid-sentence, as drafts hear it (this one saw whole clips), is the
-next thing to try.
+silence, nothing spliced) streamed it at 9.5 and 10.0 %, on spliced silence 13-17 %. Training
+this hush longer than its two CPU epochs (on a GPU: its data already has crops cut off
+mid-word, as drafts hear speech) is the next thing to try.
 """
 
 from __future__ import annotations
