@@ -18,7 +18,7 @@ streaming updates, whose words count only once the next pass agrees, on the hush
 
 Most of base's streamed long-form WER on test-other (8.7-12.2 % against 5.97 % offline) goes with
 the drafts. Streamed with every update on the padded window, it read 6.5-8.7 % in three runs
-(and drafts that waited until a pass heard 2 s past each word, 9.5-10.5 %), though on single
+(and drafts that waited until a pass heard 2 s past each word, 9.45 and 10.45 %), though on single
 buffers and prompts where drafts went wrong, the padded window often hears the same words
 ("martial" for "marshal", "am I so" for "and my soul"): the difference is in how often passes
 agree on such a word, not in one decode. Drafts on the truncated 10 s window (speech and
