@@ -133,6 +133,21 @@ def build_teacher(
             start += count
 
 
+def save_teacher(path: Path, by_example: dict[int, list[Sequence]]) -> None:
+    """The teacher's distributions (on CPU a few minutes to build), per example and sequence."""
+    torch.save(
+        {e: [(s.teacher_ids.cpu(), s.teacher_probs.cpu()) for s in group] for e, group in by_example.items()},  # type: ignore[union-attr]
+        path,
+    )
+
+
+def load_teacher(path: Path, by_example: dict[int, list[Sequence]], device: torch.device) -> None:
+    kept = torch.load(path, map_location=device)
+    for example, group in by_example.items():
+        for s, (ids, probs) in zip(group, kept[example], strict=True):
+            s.teacher_ids, s.teacher_probs = ids, probs
+
+
 @dataclass
 class BatchResult:
     loss: torch.Tensor
@@ -203,7 +218,8 @@ def batch_loss(
     loss = hard + end_weight * end
     if soft > 0:
         ids = torch.cat([s.teacher_ids for s in seqs])  # type: ignore[misc]
-        probs = torch.cat([s.teacher_probs for s in seqs]).float()  # type: ignore[misc]
+        # Cast each before joining: under CPU bf16 autocast, cat refuses float16 inputs.
+        probs = torch.cat([s.teacher_probs.float() for s in seqs])  # type: ignore[union-attr]
         probs = probs / probs.sum(-1, keepdim=True)
         loss = loss + soft * -(probs * logprobs.gather(1, ids)).sum(-1).mean()
     return BatchResult(loss, hard.item(), len(targets), end.item(), int(ok.sum()), len(seqs))
@@ -281,6 +297,9 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--init", type=Path, help="start from this hush (.npy) instead of zeros")
     parser.add_argument("--soft", type=float, default=0.0, help="weight of the teacher distribution term")
+    parser.add_argument(
+        "--teacher", type=Path, help="keep the teacher here (.pt), and reuse it when it is there"
+    )
     parser.add_argument("--end-weight", type=float, default=2.0, help="weight of the end-of-text terms")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--greedy", type=int, default=0, help="validation sequences decoded greedily")
@@ -326,7 +345,12 @@ def main() -> int:
     )
     if args.soft > 0:
         started = time.time()
-        build_teacher(model, by_example, features)
+        if args.teacher and args.teacher.exists():
+            load_teacher(args.teacher, by_example, device)
+        else:
+            build_teacher(model, by_example, features)
+            if args.teacher:
+                save_teacher(args.teacher, by_example)
         print(f"teacher: {time.time() - started:.1f} s", flush=True)
     rng = random.Random(args.seed)
     val_seqs = [s for e in val for s in by_example[e]]
