@@ -1,0 +1,137 @@
+"""How a window hears what a streaming draft hears: crops of the long-form LibriSpeech streams cut
+where a draft's buffer would be (from a word's start, 3-14 s long, ending anywhere, mid-word
+included), prompted with the text before them, scored on the words a stream could commit from
+them (those ending a second or more before the cut) against the offline transcript.
+
+Deterministic and a few minutes on 2 cores, where a streamed run of test-other takes three and its
+WER moves by two points between runs of the same code. It measures one decode, not the commit
+policy: words the decoder left out at the end of a crop are not counted (a later pass hears them),
+and crops on which any window's decoder looped (compression ratio above 2.4, which the server
+decodes again) are set aside and counted.
+
+    .venv/bin/python scripts/hush/draft_crops.py /root/.cache/wis_wyoming/models/base \
+        --hush shipped=wis_wyoming/engine/assets/hush/base.npy --crops 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+import numpy as np
+from evaluate import SPEECH, HushWhisperModel, compression_ratio, normalise
+from faster_whisper.audio import decode_audio
+from prep_data import last_chars
+
+RATE = 16000
+MIN_CROP_S, MAX_CROP_S = 3.0, 14.0
+SETTLED_S = 1.0  # a stream commits a word only once it heard this much past it, or about
+
+
+@dataclass(frozen=True)
+class Crop:
+    first_word: int
+    start: float
+    cut: float
+    prompt: str | None
+
+
+def offline_words(model: HushWhisperModel, audio: np.ndarray) -> list[tuple[str, float]]:
+    """The offline transcript's words and their end times (padded window, greedy)."""
+    model.mode = "padded"
+    segments, _ = model.transcribe(audio, language="en", beam_size=1, temperature=0.0, word_timestamps=True)
+    return [(w.word, w.end) for s in segments for w in s.words or []]
+
+
+def draw_crops(words: list[tuple[str, float]], duration: float, count: int, seed: int) -> list[Crop]:
+    rng = random.Random(seed)
+    crops = []
+    for _ in range(count):
+        i = rng.randrange(len(words) - 5)
+        start = 0.0 if i == 0 else words[i - 1][1]
+        cut = min(duration, start + rng.uniform(MIN_CROP_S, MAX_CROP_S))
+        prompt = last_chars("".join(w for w, _ in words[:i])) or None
+        crops.append(Crop(i, start, cut, prompt))
+    return crops
+
+
+def settled_errors(words: list[tuple[str, float]], crop: Crop, heard: str) -> tuple[int, int]:
+    """(errors, words) over the offline words a stream could commit from this crop, up to the last
+    of them the decode reached."""
+    near = normalise("".join(w for w, end in words[crop.first_word :] if end <= crop.cut + 0.3)).split()
+    settled = normalise("".join(w for w, end in words[crop.first_word :] if end <= crop.cut - SETTLED_S))
+    hyp = normalise(heard).split()
+    if not near or not settled:
+        return 0, 0
+    chunks = jiwer.process_words(" ".join(near), " ".join(hyp) or "<empty>").alignments[0]
+    reached = max((c.ref_end_idx for c in chunks if c.type in ("equal", "substitute")), default=0)
+    counted = min(len(settled.split()), reached)
+    errors = 0
+    for c in chunks:
+        if c.type == "equal" or c.ref_start_idx >= counted:
+            continue
+        errors += (
+            c.hyp_end_idx - c.hyp_start_idx
+            if c.type == "insert"
+            else min(c.ref_end_idx, counted) - c.ref_start_idx
+        )
+    return errors, counted
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--hush", nargs="*", default=[], help="name=path.npy")
+    parser.add_argument("--crops", type=int, default=150, help="per stream")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    model = HushWhisperModel(str(args.model_dir), device="cpu", compute_type="int8", cpu_threads=args.threads)
+    hushes = {name: np.load(path).astype(np.float32) for name, path in (h.split("=", 1) for h in args.hush)}
+    modes = ["padded", *hushes]
+    for wav in sorted(SPEECH.glob("longform/librispeech_*.wav")):
+        audio = decode_audio(str(wav), sampling_rate=RATE)
+        words = offline_words(model, audio)
+        crops = draw_crops(words, len(audio) / RATE, args.crops, args.seed)
+        heard: dict[str, list[str]] = {}
+        seconds: dict[str, float] = {}
+        for mode in modes:
+            model.mode = "padded" if mode == "padded" else "hush"
+            model.hush = hushes.get(mode)
+            started = time.perf_counter()
+            heard[mode] = []
+            for crop in crops:
+                segments, _ = model.transcribe(
+                    audio[int(crop.start * RATE) : int(crop.cut * RATE)],
+                    language="en",
+                    beam_size=1,
+                    temperature=0.0,
+                    initial_prompt=crop.prompt,
+                )
+                heard[mode].append("".join(s.text for s in segments))
+            seconds[mode] = (time.perf_counter() - started) / len(crops)
+        looped = {
+            k for texts in heard.values() for k, text in enumerate(texts) if compression_ratio(text) > 2.4
+        }
+        for mode in modes:
+            scored = [
+                settled_errors(words, c, heard[mode][k]) for k, c in enumerate(crops) if k not in looped
+            ]
+            errors, total = sum(e for e, _ in scored), sum(n for _, n in scored)
+            print(
+                f"{wav.stem:<38} {mode:<10} {errors:4d} / {total:5d} words differ from offline "
+                f"({errors / max(1, total):6.2%}), {len(looped)} looped crops set aside, "
+                f"{1e3 * seconds[mode]:5.0f} ms/crop",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
