@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
 import numpy as np
-from evaluate import RATE, SPEECH, HushWhisperModel, compression_ratio, normalise
+from evaluate import RATE, SPEECH, HushWhisperModel, compression_ratio, normalise, transcribe
 from faster_whisper.audio import decode_audio
 from prep_data import last_chars
 
@@ -104,18 +103,13 @@ def main() -> int:
         for mode in modes:
             model.mode = "padded" if mode == "padded" else "hush"
             model.hush = hushes.get(mode)
-            started = time.perf_counter()
-            heard[mode] = []
+            heard[mode], took = [], 0.0
             for crop in crops:
-                segments, _ = model.transcribe(
-                    audio[int(crop.start * RATE) : int(crop.cut * RATE)],
-                    language="en",
-                    beam_size=1,
-                    temperature=0.0,
-                    initial_prompt=crop.prompt,
-                )
-                heard[mode].append("".join(s.text for s in segments))
-            seconds[mode] = (time.perf_counter() - started) / len(crops)
+                clip = audio[int(crop.start * RATE) : int(crop.cut * RATE)]
+                text, spent, _ = transcribe(model, clip, language="en", initial_prompt=crop.prompt)
+                heard[mode].append(text)
+                took += spent
+            seconds[mode] = took / len(crops)
         looped = {
             k for texts in heard.values() for k, text in enumerate(texts) if compression_ratio(text) > 2.4
         }
