@@ -280,7 +280,25 @@ async def main() -> int:
         )
     if args.json:
         args.json.write_text(
-            json.dumps({"settings": vars(args) | {"json": str(args.json)}, "figures": figures}, indent=2)
+            json.dumps(
+                {
+                    "settings": vars(args) | {"json": str(args.json)},
+                    "figures": figures,
+                    # per clip, so an outlier behind a mean can be found and replayed
+                    "clips": {
+                        mode: [
+                            {"clip": clip.name}
+                            | {
+                                run.name: {"latency": run.latencies[mode][i], "text": run.texts[mode][i]}
+                                for run in runs
+                            }
+                            for i, clip in enumerate(clips)
+                        ]
+                        for mode in modes
+                    },
+                },
+                indent=2,
+            )
         )
     return 0
 
