@@ -15,7 +15,8 @@ trained on 2 CPU cores, since no GPU was lent to that task.
    H), one zero frame more if the length is odd. A step encodes a bucket of examples of similar
    length once and decodes all their target sequences (with/without timestamps, with/without a
    previous-text prompt). Loss: cross-entropy on the target tokens, end-of-text included, plus
-   --end-weight times the stopping terms (see batch_loss), plus the teacher term. Adam with
+   --end-weight times the stopping terms (see batch_loss), plus --edge-weight times the
+   cross-entropy of each target's last --edge-tokens text tokens, plus the teacher term. Adam with
    warm-up and cosine decay; the H with the best validation objective is kept.
 4. Validation on clips held out of the training sources: cross-entropy of the truncated input,
    of the initial H and of H, and the share of sequences that stop where the padded path does;
@@ -156,6 +157,22 @@ class BatchResult:
     end: float  # mean end-of-text terms (cross-entropy + margin over the timestamps)
     clean: int  # sequences that stop where the target does, under faster-whisper's timestamp rules
     sequences: int
+    edge: float = 0.0  # mean cross-entropy of each sequence's last EDGE_TOKENS text tokens
+
+
+def edge_positions(seqs: list[Sequence], count: int) -> list[int]:
+    """Indices (into the concatenated targets) of each sequence's last `count` text tokens: the
+    words at the end of the audio, which a streaming draft commits after hearing little past them
+    (on shared/speech/longform test-other, the shipped hush hears those worse than the padded
+    window does; see draft_crops.py)."""
+    positions: list[int] = []
+    start = 0
+    for s in seqs:
+        target = s.tokens[s.prefix_len :]
+        text = [start + j for j, token in enumerate(target[:-1]) if token < TIMESTAMP_BEGIN]
+        positions += text[-count:]
+        start += len(target)
+    return positions
 
 
 def end_positions(seqs: list[Sequence]) -> tuple[list[int], list[int], list[int]]:
@@ -181,12 +198,15 @@ def batch_loss(
     features: list[torch.Tensor],
     soft: float = 0.0,
     end_weight: float = 0.0,
+    edge_weight: float = 0.0,
+    edge_tokens: int = 4,
 ) -> BatchResult:
     """Mean cross-entropy over all target tokens of the examples' sequences, each example encoded
     once; plus `end_weight` times the stopping terms: the end-of-text's cross-entropy and, where
     timestamps are on, its margin over all timestamps together, and the closing timestamp's margin
     (as a class) over the text tokens (faster-whisper's decoder forces a timestamp whenever their
-    summed probability beats every text token's); plus the teacher term."""
+    summed probability beats every text token's); plus `edge_weight` times the cross-entropy of
+    the last `edge_tokens` text tokens of each sequence; plus the teacher term."""
     batch, lengths = pad_batch([encoder_input(features[e], hush) for e in examples])
     encoded = model.encode(batch, lengths)
     mask = model.encoder_mask(lengths, encoded.shape[1])
@@ -215,14 +235,16 @@ def batch_loss(
         end = end + F.softplus(text_all - timestamps_all[closes_t]).mean()
         close_ok = timestamps_all[closes_t] > text_best[closes_t]
         ok[torch.tensor(closed, device=model.device)] &= close_ok
-    loss = hard + end_weight * end
+    edge_t = torch.tensor(edge_positions(seqs, edge_tokens), device=model.device, dtype=torch.long)
+    edge = F.nll_loss(logprobs[edge_t], targets[edge_t]) if len(edge_t) else hard.new_zeros(())
+    loss = hard + end_weight * end + edge_weight * edge
     if soft > 0:
         ids = torch.cat([s.teacher_ids for s in seqs])  # type: ignore[misc]
         # Cast each before joining: under CPU bf16 autocast, cat refuses float16 inputs.
         probs = torch.cat([s.teacher_probs.float() for s in seqs])  # type: ignore[union-attr]
         probs = probs / probs.sum(-1, keepdim=True)
         loss = loss + soft * -(probs * logprobs.gather(1, ids)).sum(-1).mean()
-    return BatchResult(loss, hard.item(), len(targets), end.item(), int(ok.sum()), len(seqs))
+    return BatchResult(loss, hard.item(), len(targets), end.item(), int(ok.sum()), len(seqs), edge.item())
 
 
 def validate(
@@ -233,21 +255,30 @@ def validate(
     features: list[torch.Tensor],
     autocast: contextlib.AbstractContextManager,
     end_weight: float,
+    edge_weight: float = 0.0,
+    edge_tokens: int = 4,
 ) -> dict[str, float]:
-    """Cross-entropy per target token, the end-of-text terms, the training objective, and the share
-    of sequences that stop cleanly (greedy, given the target so far)."""
-    ce = end = clean = timed = tokens = batches = 0.0
+    """Cross-entropy per target token, the end-of-text terms, the edge tokens' cross-entropy, the
+    training objective, and the share of sequences that stop cleanly (greedy, given the target so
+    far)."""
+    ce = end = edge = clean = timed = tokens = batches = 0.0
     with torch.no_grad(), autocast:
         for i in range(0, len(examples), 8):
-            r = batch_loss(model, hush, examples[i : i + 8], by_example, features)
+            r = batch_loss(model, hush, examples[i : i + 8], by_example, features, edge_tokens=edge_tokens)
             ce += r.ce * r.tokens
             tokens += r.tokens
             end += r.end
+            edge += r.edge
             batches += 1
             clean += r.clean
             timed += r.sequences
-    out = {"ce": ce / max(1.0, tokens), "end": end / max(1.0, batches), "clean_stop": clean / max(1.0, timed)}
-    out["objective"] = out["ce"] + end_weight * out["end"]
+    out = {
+        "ce": ce / max(1.0, tokens),
+        "end": end / max(1.0, batches),
+        "edge": edge / max(1.0, batches),
+        "clean_stop": clean / max(1.0, timed),
+    }
+    out["objective"] = out["ce"] + end_weight * out["end"] + edge_weight * out["edge"]
     return out
 
 
@@ -301,6 +332,8 @@ def main() -> int:
         "--teacher", type=Path, help="keep the teacher here (.pt), and reuse it when it is there"
     )
     parser.add_argument("--end-weight", type=float, default=2.0, help="weight of the end-of-text terms")
+    parser.add_argument("--edge-weight", type=float, default=0.0, help="weight of the last text tokens' term")
+    parser.add_argument("--edge-tokens", type=int, default=4, help="text tokens at the end of each target")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--greedy", type=int, default=0, help="validation sequences decoded greedily")
     parser.add_argument("--eval-every", type=int, default=50)
@@ -357,7 +390,17 @@ def main() -> int:
     val_check = rng.sample(val_seqs, min(len(val_seqs), args.greedy))
 
     def check(hush: torch.Tensor | None) -> dict[str, float]:
-        return validate(model, hush, val, by_example, features, autocast(), args.end_weight)
+        return validate(
+            model,
+            hush,
+            val,
+            by_example,
+            features,
+            autocast(),
+            args.end_weight,
+            args.edge_weight,
+            args.edge_tokens,
+        )
 
     results: dict[str, dict] = {"truncated": check(None)}
     if val_check:
@@ -384,7 +427,17 @@ def main() -> int:
                 if step >= steps:
                     break
                 with autocast():
-                    result = batch_loss(model, hush, batch, by_example, features, args.soft, args.end_weight)
+                    result = batch_loss(
+                        model,
+                        hush,
+                        batch,
+                        by_example,
+                        features,
+                        args.soft,
+                        args.end_weight,
+                        args.edge_weight,
+                        args.edge_tokens,
+                    )
                 optimizer.zero_grad()
                 result.loss.backward()
                 optimizer.step()
@@ -397,6 +450,7 @@ def main() -> int:
                     print(
                         f"N={length} step {step}/{steps} ({time.time() - started:.0f} s): "
                         f"loss {result.loss.item():.4f}, val CE {scores['ce']:.4f} end {scores['end']:.4f} "
+                        f"edge {scores['edge']:.4f} "
                         f"clean stop {scores['clean_stop']:.1%}, |H| mean {hush.abs().mean().item():.3f} "
                         f"range [{hush.min().item():.2f}, {hush.max().item():.2f}]",
                         flush=True,
