@@ -39,9 +39,11 @@ in 300 crops, 40-44 heard otherwise than offline against 31 (test-clean: 18 agai
 errors of a streamed run agree: replaying the 13 passes that committed them (same buffer and
 context), the padded window had 7 right. Two ways to close it, both measured on test-other:
 - a 15 s window of speech and faster-whisper's zero padding (no hush, nothing spliced) hears the
-  edge as the padded one does (28 of 531; 10 s: 56, 20 s: 36) and streamed at 7.21 and 7.96 %,
-  but its drafts took 0.50 s against 0.36 s, which on 2 cores put the commit latency at p50
-  1.28 s and p95 2.9-3.1 s (this hush, the same day: 8.96 % at 1.04 and 2.05 s);
+  edge as the padded one does (28 of 531; 10 s: 56, 20 s: 36) and streamed at 7.21, 7.96 and
+  9.70 %, but its drafts took 0.50 s against 0.36 s, which on 2 cores put the commit latency at
+  p50 1.28-1.41 s and p95 2.9-3.1 s (this hush, the same day: 8.96 and 12.69 % at p50 1.04-1.13
+  s, p95 2.05-2.26 s; all three long-form files pooled, +2.69 points against +1.74 for the
+  15 s window);
 - this hush trained two more epochs with the last 4 text tokens of each target weighted 3 times
   (train.py --edge-weight 3; held-out edge cross-entropy 0.69 -> 0.59): 33 edge errors against
   44, but 257 settled ones against 234, and streamed at 9.45 and 8.46 %, inside this hush's
