@@ -21,6 +21,7 @@ settled 3.39 and 3.89 %, edge 6.19 and 8.02 %).
 from __future__ import annotations
 
 import argparse
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,11 @@ def draw_crops(words: list[tuple[str, float]], duration: float, count: int, seed
     return crops
 
 
-def settled_errors(
-    words: list[tuple[str, float]], crop: Crop, heard: str, before_cut: tuple[float, float] = (SETTLED_S, 1e9)
+def zone_errors(
+    words: list[tuple[str, float]],
+    crop: Crop,
+    heard: str,
+    before_cut: tuple[float, float],
 ) -> tuple[int, int]:
     """(errors, words) over the offline words a stream could commit from this crop: those ending
     between `before_cut` = (nearest, farthest) seconds before the cut, up to the last word the
@@ -130,9 +134,9 @@ def main() -> int:
             k for texts in heard.values() for k, text in enumerate(texts) if compression_ratio(text) > 2.4
         }
         for mode in modes:
-            for zone, before_cut in (("settled", (SETTLED_S, 1e9)), ("edge", EDGE_S)):
+            for zone, before_cut in (("settled", (SETTLED_S, math.inf)), ("edge", EDGE_S)):
                 scored = [
-                    settled_errors(words, c, heard[mode][k], before_cut)
+                    zone_errors(words, c, heard[mode][k], before_cut)
                     for k, c in enumerate(crops)
                     if k not in looped
                 ]

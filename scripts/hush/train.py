@@ -157,7 +157,7 @@ class BatchResult:
     end: float  # mean end-of-text terms (cross-entropy + margin over the timestamps)
     clean: int  # sequences that stop where the target does, under faster-whisper's timestamp rules
     sequences: int
-    edge: float = 0.0  # mean cross-entropy of each sequence's last EDGE_TOKENS text tokens
+    edge: float = 0.0  # mean cross-entropy of each sequence's last `edge_tokens` text tokens
 
 
 def edge_positions(seqs: list[Sequence], count: int) -> list[int]:
