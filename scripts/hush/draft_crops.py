@@ -16,6 +16,9 @@ settled 3.39 and 3.89 %, edge 6.19 and 8.02 %).
 
     .venv/bin/python scripts/hush/draft_crops.py /root/.cache/wis_wyoming/models/base \
         --hush shipped=wis_wyoming/engine/assets/hush/base.npy --crops 150
+
+`--zeros 1500` adds the 15 s window of speech and zero padding, `--gap 200` the first hush after
+2 s of that padding (see hush for what they heard).
 """
 
 from __future__ import annotations
@@ -110,10 +113,33 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-padded", action="store_true", help="only the hushes (their scores stand alone)")
+    parser.add_argument(
+        "--zeros",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also windows of the speech and zero padding this many frames long (1500: 15 s)",
+    )
+    parser.add_argument(
+        "--gap",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also the first --hush after this many frames of zero padding",
+    )
     args = parser.parse_args()
     model = HushWhisperModel(str(args.model_dir), device="cpu", compute_type="int8", cpu_threads=args.threads)
     hushes = {name: np.load(path).astype(np.float32) for name, path in (h.split("=", 1) for h in args.hush)}
-    modes = [*([] if args.no_padded else ["padded"]), *hushes]
+    if args.gap and not hushes:
+        parser.error("--gap needs a --hush")
+    first_hush = next(iter(hushes), None)
+    windows = {
+        **({} if args.no_padded else {"padded": ("padded", None, 3000, 0)}),
+        **{name: ("hush", hush, 3000, 0) for name, hush in hushes.items()},
+        **{f"zeros{n}": ("zeros", None, n, 0) for n in args.zeros},
+        **{f"gap{n}+{first_hush}": ("hush", hushes.get(first_hush or ""), 3000, n) for n in args.gap},
+    }
+    modes = list(windows)
     for wav in sorted(SPEECH.glob("longform/librispeech_*.wav")):
         audio = decode_audio(str(wav), sampling_rate=RATE)
         words = offline_words(model, audio)
@@ -121,8 +147,7 @@ def main() -> int:
         heard: dict[str, list[str]] = {}
         seconds: dict[str, float] = {}
         for mode in modes:
-            model.mode = "padded" if mode == "padded" else "hush"
-            model.hush = hushes.get(mode)
+            model.mode, model.hush, model.window_frames, model.gap_frames = windows[mode]
             heard[mode], took = [], 0.0
             for crop in crops:
                 clip = audio[int(crop.start * RATE) : int(crop.cut * RATE)]
@@ -142,7 +167,7 @@ def main() -> int:
                 ]
                 errors, total = sum(e for e, _ in scored), sum(n for _, n in scored)
                 print(
-                    f"{wav.stem:<38} {mode:<10} {zone:<7} {errors:4d} / {total:5d} words differ from "
+                    f"{wav.stem:<38} {mode:<16} {zone:<7} {errors:4d} / {total:5d} words differ from "
                     f"offline ({errors / max(1, total):6.2%}), {len(looped)} looped crops set aside, "
                     f"{1e3 * seconds[mode]:5.0f} ms/crop",
                     flush=True,

@@ -45,13 +45,19 @@ def content_frames(features: np.ndarray) -> int:
 
 
 class HushWhisperModel(WhisperModel):
-    """A WhisperModel whose encoder sees the padded window, the truncated window, or the speech
-    followed by a hush segment (when they fit in the 3000 frames; else the padded window)."""
+    """A WhisperModel whose encoder sees the padded window, the truncated window, the speech and
+    faster-whisper's zero padding cut to `window_frames` ("zeros"), or the speech followed by
+    `gap_frames` of that padding and a hush segment (when they fit in the 3000 frames; else the
+    padded window)."""
+
+    ZEROS_AFTER_SPEECH = 200  # the "zeros" window keeps at least this much padding
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.mode = "padded"
         self.hush: np.ndarray | None = None
+        self.window_frames = 3000
+        self.gap_frames = 0
 
     def encode(self, features: np.ndarray) -> Any:
         if self.mode == "padded" or (features.ndim == 3 and features.shape[0] != 1):
@@ -60,10 +66,14 @@ class HushWhisperModel(WhisperModel):
         frames = max(2, content_frames(mel))
         if self.mode == "truncated":
             return super().encode(np.ascontiguousarray(mel[:, : frames + frames % 2]))
+        if self.mode == "zeros":
+            size = min(mel.shape[-1], max(self.window_frames, frames + self.ZEROS_AFTER_SPEECH))
+            return super().encode(np.ascontiguousarray(mel[:, : size + size % 2]))
         assert self.hush is not None
-        if frames + self.hush.shape[1] + 1 > mel.shape[-1]:
+        if frames + self.gap_frames + self.hush.shape[1] + 1 > mel.shape[-1]:
             return super().encode(features)
-        joined = np.concatenate([mel[:, :frames], self.hush.astype(mel.dtype)], axis=1)
+        gap = np.zeros((mel.shape[0], self.gap_frames), mel.dtype)
+        joined = np.concatenate([mel[:, :frames], gap, self.hush.astype(mel.dtype)], axis=1)
         if joined.shape[1] % 2:
             joined = np.pad(joined, ((0, 0), (0, 1)))
         return super().encode(np.ascontiguousarray(joined))
