@@ -48,6 +48,10 @@ context), the padded window had 7 right. Two ways to close it, both measured on 
   (train.py --edge-weight 3; held-out edge cross-entropy 0.69 -> 0.59): 33 edge errors against
   44, but 257 settled ones against 234, and streamed at 9.45 and 8.46 %, inside this hush's
   spread;
+and a cheap middle, which did not help: the 15 s window's silence, but only 1, 2 or 4 s of it,
+between the speech and this hush (at about a draft's cost: 427-475 ms a crop against 447) heard
+the edge little better than this hush alone, 36, 41 and 40 of about 500 against 44, in the same
+300 crops;
 so on this CPU the edge costs latency to hear better, and the asset is unchanged. Where a pass on
 the padded window is about as fast as a draft (a GPU), streams take no drafts at all (see
 streaming's draft_above_seconds).
