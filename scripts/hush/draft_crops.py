@@ -112,6 +112,7 @@ def main() -> int:
     parser.add_argument("--crops", type=int, default=150, help="per stream")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--beam", type=int, default=1, help="of the crops' decodes (the offline one: 1)")
     parser.add_argument("--no-padded", action="store_true", help="only the hushes (their scores stand alone)")
     parser.add_argument(
         "--zeros",
@@ -151,7 +152,9 @@ def main() -> int:
             heard[mode], took = [], 0.0
             for crop in crops:
                 clip = audio[int(crop.start * RATE) : int(crop.cut * RATE)]
-                text, spent, _ = transcribe(model, clip, language="en", initial_prompt=crop.prompt)
+                text, spent, _ = transcribe(
+                    model, clip, beam_size=args.beam, language="en", initial_prompt=crop.prompt
+                )
                 heard[mode].append(text)
                 took += spent
             seconds[mode] = took / len(crops)

@@ -103,9 +103,11 @@ def load_sets() -> dict[str, list[tuple[np.ndarray, str]]]:
     return sets
 
 
-def transcribe(model: HushWhisperModel, audio: np.ndarray, **options: Any) -> tuple[str, float, Any]:
+def transcribe(
+    model: HushWhisperModel, audio: np.ndarray, beam_size: int = 1, **options: Any
+) -> tuple[str, float, Any]:
     started = time.perf_counter()
-    segments, info = model.transcribe(audio, beam_size=1, temperature=0.0, **options)
+    segments, info = model.transcribe(audio, beam_size=beam_size, temperature=0.0, **options)
     text = "".join(s.text for s in segments).strip()
     return text, time.perf_counter() - started, info
 

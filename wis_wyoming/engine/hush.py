@@ -51,7 +51,7 @@ context), the padded window had 7 right. Two ways to close it, both measured on 
 and a cheap middle, which did not help: the 15 s window's silence, but only 1, 2 or 4 s of it,
 between the speech and this hush (at about a draft's cost: 427-475 ms a crop against 447) heard
 the edge little better than this hush alone, 36, 41 and 40 of about 500 against 44, in the same
-300 crops;
+300 crops; nor did beam 2 on this hush (38 of 478 against 44 of 506, for a third more time);
 so on this CPU the edge costs latency to hear better, and the asset is unchanged. Where a pass on
 the padded window is about as fast as a draft (a GPU), streams take no drafts at all (see
 streaming's draft_above_seconds).
