@@ -103,6 +103,20 @@ def zone_errors(
     return errors, max(0, counted - first)
 
 
+@dataclass(frozen=True)
+class Window:
+    """What the encoder sees (see evaluate.HushWhisperModel)."""
+
+    mode: str  # "padded", "hush" or "zeros"
+    hush: np.ndarray | None = None
+    window_frames: int = 3000
+    gap_frames: int = 0
+
+    def use(self, model: HushWhisperModel) -> None:
+        model.mode, model.hush = self.mode, self.hush
+        model.window_frames, model.gap_frames = self.window_frames, self.gap_frames
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -131,15 +145,16 @@ def main() -> int:
     args = parser.parse_args()
     model = HushWhisperModel(str(args.model_dir), device="cpu", compute_type="int8", cpu_threads=args.threads)
     hushes = {name: np.load(path).astype(np.float32) for name, path in (h.split("=", 1) for h in args.hush)}
-    if args.gap and not hushes:
-        parser.error("--gap needs a --hush")
-    first_hush = next(iter(hushes), None)
     windows = {
-        **({} if args.no_padded else {"padded": ("padded", None, 3000, 0)}),
-        **{name: ("hush", hush, 3000, 0) for name, hush in hushes.items()},
-        **{f"zeros{n}": ("zeros", None, n, 0) for n in args.zeros},
-        **{f"gap{n}+{first_hush}": ("hush", hushes.get(first_hush or ""), 3000, n) for n in args.gap},
+        **({} if args.no_padded else {"padded": Window("padded")}),
+        **{name: Window("hush", hush) for name, hush in hushes.items()},
+        **{f"zeros{n}": Window("zeros", window_frames=n) for n in args.zeros},
     }
+    if args.gap:
+        if not hushes:
+            parser.error("--gap needs a --hush")
+        first = next(iter(hushes))
+        windows.update({f"gap{n}+{first}": Window("hush", hushes[first], gap_frames=n) for n in args.gap})
     modes = list(windows)
     for wav in sorted(SPEECH.glob("longform/librispeech_*.wav")):
         audio = decode_audio(str(wav), sampling_rate=RATE)
@@ -148,7 +163,7 @@ def main() -> int:
         heard: dict[str, list[str]] = {}
         seconds: dict[str, float] = {}
         for mode in modes:
-            model.mode, model.hush, model.window_frames, model.gap_frames = windows[mode]
+            windows[mode].use(model)
             heard[mode], took = [], 0.0
             for crop in crops:
                 clip = audio[int(crop.start * RATE) : int(crop.cut * RATE)]

@@ -47,14 +47,13 @@ context), the padded window had 7 right. Two ways to close it, both measured on 
 - this hush trained two more epochs with the last 4 text tokens of each target weighted 3 times
   (train.py --edge-weight 3; held-out edge cross-entropy 0.69 -> 0.59): 33 edge errors against
   44, but 257 settled ones against 234, and streamed at 9.45 and 8.46 %, inside this hush's
-  spread;
-and a cheap middle, which did not help: the 15 s window's silence, but only 1, 2 or 4 s of it,
-between the speech and this hush (at about a draft's cost: 427-475 ms a crop against 447) heard
-the edge little better than this hush alone, 36, 41 and 40 of about 500 against 44, in the same
-300 crops; nor did beam 2 on this hush (38 of 478 against 44 of 506, for a third more time);
-so on this CPU the edge costs latency to hear better, and the asset is unchanged. Where a pass on
-the padded window is about as fast as a draft (a GPU), streams take no drafts at all (see
-streaming's draft_above_seconds).
+  spread.
+Two cheaper drafts heard the edge little better than this hush (44 of 506), in one run of the same
+300 crops (draft_crops.py --gap, --beam): 1, 2 or 4 s of zero padding between the speech and the
+hush, 36, 41 and 40 of about 500 at about a draft's cost (427-475 ms a crop against 447); beam 2,
+38 of 478 for a third more time. So on this CPU the edge costs latency to hear better, and the
+asset is unchanged. Where a pass on the padded window is about as fast as a draft (a GPU),
+streams take no drafts at all (see streaming's draft_above_seconds).
 """
 
 from __future__ import annotations
