@@ -31,7 +31,7 @@ from pathlib import Path
 
 import jiwer
 import numpy as np
-from evaluate import RATE, SPEECH, HushWhisperModel, compression_ratio, normalise, transcribe
+from evaluate import RATE, SPEECH, WINDOW, HushWhisperModel, compression_ratio, normalise, transcribe
 from faster_whisper.audio import decode_audio
 from prep_data import last_chars
 
@@ -109,7 +109,7 @@ class Window:
 
     mode: str  # "padded", "hush" or "zeros"
     hush: np.ndarray | None = None
-    window_frames: int = 3000
+    window_frames: int = WINDOW
     gap_frames: int = 0
 
     def use(self, model: HushWhisperModel) -> None:

@@ -56,7 +56,7 @@ class HushWhisperModel(WhisperModel):
         super().__init__(*args, **kwargs)
         self.mode = "padded"
         self.hush: np.ndarray | None = None
-        self.window_frames = 3000
+        self.window_frames = WINDOW
         self.gap_frames = 0
 
     def encode(self, features: np.ndarray) -> Any:
