@@ -16,9 +16,11 @@ A replay gives the same commits at the same moments every time, however loaded t
 seed 0: the same with one file replayed alone as with three side by side). But a change to the
 policy moves the passes that follow it, and with them the words they agree on, much as a real
 run's jitter does: `--seeds` replays every file once per seed with pass times jittered (seed 0:
-none), for figures pooled over as many runs. `--set NAME=VALUE` overrides a `StreamingPolicy` field or a constant of engine/streaming.py.
-`--measure` charges each pass its real time instead (run nothing else meanwhile); with
-`--fit FILE` it writes the cost model fitted to the passes measured. The figures are those of
+none), for figures pooled over as many runs.
+
+`--set NAME=VALUE` overrides a `StreamingPolicy` field or a constant of engine/streaming.py.
+`--measure` charges each pass its real time instead (run nothing else meanwhile); with `--fit
+FILE` it writes the cost model fitted to the passes measured. The figures are those of
 bench/commit_latency.py: latency from a word's end (forced alignment of the offline transcript)
 to the commit that carries it, and WER against the offline transcript of the same model.
 """
