@@ -8,8 +8,9 @@ cheaper drafts where the model's own window is slow, and a short pause gets one 
 stream is read as it is committed, a command for its end.
 
 Commit policy, LocalAgreement-2 (Macháček et al., Whisper-Streaming): a word is committed once
-two consecutive passes agree on it and the pass has heard past it, or at once if the decoder was
-sure of it (see SURE_PROBABILITY), and committed text is never taken back. Each pass re-hears
+two consecutive passes agree on it (or a pass and the one before the last, see
+_older_uncommitted) and the pass has heard past it, or at once if the decoder was sure of it (see
+SURE_PROBABILITY), and committed text is never taken back. Each pass re-hears
 the committed words still in its buffer; they are found again by text near the committed end, or
 else by time: passes align their words by cross-attention (see word_times), and only the words
 after the committed ones are compared and committed.
@@ -82,6 +83,17 @@ SILENT_EDGE = 0.2
 # update commits it only once it heard UNHEARD_HOLD past it (see heard_past).
 UNHEARD_WORD = 0.02
 UNHEARD_HOLD = 1.0
+# An aligned word the decoder gave less than this probability (see word_times.Word.probability)
+# is committed by an update only once it heard UNSURE_HOLD past it, even into silence: drafts
+# committed such words wrong where offline had them right a third of the time (base on
+# shared/speech/longform, six replays of bench/commit_replay.py: 34 of 103, against 4 % of all
+# words), and Whisper writes them into loops ("Thine own bright eyes, thine own bright eyes" for
+# "self thy foe", at 0.00-0.11). (Replays, seeds 0-2, with the agreement of two passes back and
+# the confirming pause draft: streamed WER +2.34 points over offline against +3.19 without the
+# hold, p95 commit latency 1.90 s against 1.77. All three over Wyoming in real time, one run of
+# bench/commit_latency.py: WER +1.66 points, p50 1.05 s, p95 2.13 s.)
+UNSURE_PROBABILITY = 0.1
+UNSURE_HOLD = 2.0
 CLAUSE_PAUSE = 0.3  # with aligned words, the buffer is cut at most this far after a clause
 # The final pass decodes from the last clause end, unless that leaves more than this much audio:
 # then from a pause of at least WORD_PAUSE between committed words after it (see _cut_before_tail).
@@ -323,6 +335,7 @@ class TranscriptStream:
         self._recent: list[Word] = []  # the last committed words, times in stream seconds
         self._committed_end = 0.0  # where the last committed word ends, in stream seconds
         self._hypothesis: list[Word] = []  # the last pass's uncommitted words
+        self._older_hypothesis: list[Word] = []  # the pass before's, if aligned (see _older_uncommitted)
         self._times_aligned = False  # the last pass's words were aligned (see word_times)
         self._last_pass_end = 0  # sample the last pass ran up to
         # Event-loop time the last pass started; the stream's start counts, so audio uploaded
@@ -341,6 +354,7 @@ class TranscriptStream:
         # The buffer start (samples) whose passes take no prompt: one skipped ahead with it.
         self._unprompted_from: int | None = None
         self._endpoint_sent = False
+        self._confirmed_speech_end: float | None = None
         # Seconds the last passes on the model's own window took (see _update_kind).
         self._own_window_seconds: deque[float] = deque(maxlen=OWN_WINDOW_PASSES)
         self._worker = asyncio.create_task(self._run(), name="transcript-stream")
@@ -507,18 +521,36 @@ class TranscriptStream:
             return None
         # A pause after speech that no final-quality pass has heard (an update may have heard
         # it all, greedily): decode it now as the end would, and the end is ready. In a long
-        # stream, a short pause gets a draft of what was said before it.
+        # stream, a short pause gets a draft of what was said before it (two, if the first left
+        # words waiting for agreement).
         heard_in_full = self._last_pass_full and not self._unheard_speech()
         pause = self._tracker.trailing_silence
         if pause >= self.policy.pause_seconds and not heard_in_full:
             if self._update_kind() is not PassKind.DRAFT or pause >= self.policy.long_pause_seconds:
                 return "pause"
-            return "update" if self._unheard_speech() else None
+            return "update" if self._unheard_speech() or self._unconfirmed_before_pause() else None
         # Only new speech is worth an update: one over silence after the pause pass would only
         # replace that pass's final-quality words with a greedy decode, and the end would have
         # to decode them again.
         new_audio = (self._buffer.end - self._last_pass_end) / WHISPER_RATE
         return "update" if new_audio >= self.policy.pass_seconds and self._unheard_speech() else None
+
+    def _unconfirmed_before_pause(self) -> bool:
+        """The speaker paused, the last draft heard all the speech before the pause, and words
+        it heard wait for a second pass to agree: a draft over the same speech confirms them
+        now, once per pause, instead of the pause pass at `long_pause_seconds` (base: 0.9 s on
+        the padded window), for which a sentence's last words waited 1.6-1.9 s. (base on
+        shared/speech/longform, replayed with bench/commit_replay.py, seeds 0-2: p95 commit
+        latency 1.90 s against 2.03, p50 1.02 against 1.04, streamed WER +2.84 points over
+        offline against +2.71, within the spread of seeds.) True once per pause: the pause's
+        speech is marked confirmed."""
+        if not self._hypothesis:
+            return False
+        speech_end = self._tracker.last_speech_end
+        if speech_end is None or speech_end == self._confirmed_speech_end:
+            return False
+        self._confirmed_speech_end = speech_end
+        return True
 
     def _update_kind(self) -> PassKind:
         """Drafts once the stream has outgrown a voice command (see asr.PassKind.DRAFT), unless
@@ -661,7 +693,7 @@ class TranscriptStream:
         assert passed is not None  # only optional passes are skipped
         segments, words, in_buffer = self._heard(passed, final)
         aligned = bool(segments) and all(segment.words is not None for segment in segments)
-        self._times_aligned = aligned
+        previous_aligned, self._times_aligned = self._times_aligned, aligned
         if not final and self._skipped_ahead(passed, words, in_buffer):
             # Its words would be placed by time among the committed ones it skipped, and lost.
             return self._trim([s.end + passed.offset for s in segments], aligned)
@@ -671,6 +703,8 @@ class TranscriptStream:
             count = len(words)
         else:
             count = settled_prefix(self._hypothesis, words)
+            if aligned:
+                count = max(count, settled_prefix(self._older_uncommitted(), words))
             heard = self._last_pass_end / WHISPER_RATE
             if aligned:
                 count = sure_prefix(words, count, heard)
@@ -686,12 +720,23 @@ class TranscriptStream:
             "".join(w.text for w in words[:count]),
             "".join(w.text for w in words[count:]),
         )
+        self._older_hypothesis = self._hypothesis if previous_aligned else []
         self._hypothesis = words[count:]
         committed = self._commit(words[:count])
         if not final:
             stalled = aligned and self._stalled(words)
             committed += self._trim([s.end + passed.offset for s in segments], aligned, stalled)
         return committed
+
+    def _older_uncommitted(self) -> list[Word]:
+        """The uncommitted words of the pass before the last, less those committed since (by
+        aligned time): a pass may agree with them instead of the last pass's. Two passes of
+        three agreeing settle a word the passes keep hearing two ways at the edge ("soothe",
+        "sue the manga", "soothe among the lovely plants"), a pass sooner. (base on
+        shared/speech/longform, bench/commit_replay.py, seeds 0-2, with the confirming pause
+        draft: p95 commit latency 1.77 s against 1.90, streamed WER +3.19 points over offline
+        against +2.84, within the spread of seeds; see UNSURE_PROBABILITY for the pair.)"""
+        return [w for w in self._older_hypothesis if (w.start + w.end) / 2 >= self._committed_end]
 
     def _commit(self, words: list[Word]) -> str:
         """Append words to the committed text; returns the text appended."""
@@ -792,6 +837,7 @@ def heard_past(words: list[Word], count: int, heard_until: float, heard_into_sil
     province.": "that to get rid" heard, then "of the marshal of" in no time as the audio ended);
     a later pass, over more audio, hears what was said. (Holding every word aligned to no audio
     held back a real "I" that passes kept squeezing into no time, and all after it, for 10 s.)
+    A word the decoder was unsure of (see UNSURE_PROBABILITY) waits to be heard well past.
     """
     ran_on = len(words)
     while ran_on and words[ran_on - 1].end - words[ran_on - 1].start < UNHEARD_WORD:
@@ -801,6 +847,8 @@ def heard_past(words: list[Word], count: int, heard_until: float, heard_into_sil
         hold = 0.0 if heard_into_silence else EDGE_HOLD if last else FOLLOWED_EDGE_HOLD
         if index >= ran_on:
             hold = max(hold, UNHEARD_HOLD)
+        if word.probability is not None and word.probability < UNSURE_PROBABILITY:
+            hold = max(hold, UNSURE_HOLD)
         if word.end > heard_until - hold:
             return index
     return count
