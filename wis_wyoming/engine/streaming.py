@@ -90,8 +90,8 @@ UNHEARD_HOLD = 1.0
 # words), and Whisper writes them into loops ("Thine own bright eyes, thine own bright eyes" for
 # "self thy foe", at 0.00-0.11). (Replays, seeds 0-2, with the agreement of two passes back and
 # the confirming pause draft: streamed WER +2.34 points over offline against +3.19 without the
-# hold, p95 commit latency 1.90 s against 1.77. All three over Wyoming in real time, one run of
-# bench/commit_latency.py: WER +1.66 points, p50 1.05 s, p95 2.13 s.)
+# hold, p95 commit latency 1.90 s against 1.77. All three over Wyoming in real time, two runs of
+# bench/commit_latency.py: WER +1.66 and +2.29 points, p50 1.05 s, p95 2.13 and 2.04 s.)
 UNSURE_PROBABILITY = 0.1
 UNSURE_HOLD = 2.0
 CLAUSE_PAUSE = 0.3  # with aligned words, the buffer is cut at most this far after a clause
