@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ import statistics
 import sys
 import time
 import wave
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -65,7 +67,7 @@ from wis_wyoming.engine.asr import (
     ResidentModel,
     TranscriptionOptions,
 )
-from wis_wyoming.engine.audio import WHISPER_RATE
+from wis_wyoming.engine.audio import WHISPER_RATE, PcmFormat, pcm_to_mono_float
 from wis_wyoming.engine.hardware import plan_compute
 from wis_wyoming.engine.models import ModelRegistry
 
@@ -183,16 +185,33 @@ def apply_overrides(overrides: list[str]) -> streaming.StreamingPolicy:
 
 async def replay(wav: Path, options: ReplayOptions) -> Replay:
     """`wav` streamed into a TranscriptStream on the virtual clock, as the Wyoming bench sends it."""
-    policy = apply_overrides(options.overrides)
     loop = asyncio.get_running_loop()
     assert isinstance(loop, virtual_time.VirtualTimeLoop)
-    if options.log_dir is not None:
-        # The stream's account of each pass, stamped with the virtual clock.
-        handler = logging.FileHandler(options.log_dir / f"{wav.stem}.log", mode="w")
-        handler.setFormatter(VirtualTimeFormatter(loop))
-        streaming_log = logging.getLogger(streaming.__name__)
-        streaming_log.addHandler(handler)
-        streaming_log.setLevel(logging.DEBUG)
+    if options.log_dir is None:
+        return await replay_stream(wav, options)
+    with pass_log(options.log_dir / f"{wav.stem}.log", loop):
+        return await replay_stream(wav, options)
+
+
+@contextlib.contextmanager
+def pass_log(path: Path, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """The stream's account of each pass, stamped with the virtual clock, written to `path` for
+    the block only (a worker process replays several files in turn)."""
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(VirtualTimeFormatter(loop))
+    streaming_log = logging.getLogger(streaming.__name__)
+    streaming_log.addHandler(handler)
+    streaming_log.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        streaming_log.removeHandler(handler)
+        handler.close()
+
+
+async def replay_stream(wav: Path, options: ReplayOptions) -> Replay:
+    policy = apply_overrides(options.overrides)
+    loop = asyncio.get_running_loop()
     registry = ModelRegistry(CACHE_DIR, local_files_only=True)
     name = registry.add_spec(f"bench={options.model_dir}")
     plan = plan_compute("cpu", "int8", options.threads)
@@ -201,9 +220,10 @@ async def replay(wav: Path, options: ReplayOptions) -> Replay:
     jitter = np.random.default_rng([options.seed, *wav.name.encode()]) if options.seed else None
     passes = charge_passes(engine, resident.whisper.hf_tokenizer, options.costs, jitter)
     with wave.open(str(wav)) as source:
-        assert source.getframerate() == WHISPER_RATE and source.getnchannels() == 1
+        pcm_format = PcmFormat(source.getframerate(), source.getsampwidth(), source.getnchannels())
         pcm = source.readframes(source.getnframes())
-    samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
+    assert pcm_format.rate == WHISPER_RATE, "longform files are 16 kHz"
+    samples = pcm_to_mono_float(pcm, pcm_format)
     chunks: list[tuple[float, str]] = []
 
     async def committed(text: str) -> None:

@@ -703,10 +703,9 @@ class TranscriptStream:
             count = len(words)
         else:
             count = settled_prefix(self._hypothesis, words)
-            if aligned:
-                count = max(count, settled_prefix(self._older_uncommitted(), words))
             heard = self._last_pass_end / WHISPER_RATE
             if aligned:
+                count = max(count, settled_prefix(self._older_uncommitted(), words))
                 count = sure_prefix(words, count, heard)
             if self._spoken(self._last_pass_end) < FIRST_COMMIT_SPEECH:
                 count = 0
