@@ -333,7 +333,12 @@ class ResidentModel:
 
         (Tried for streaming and dropped: forcing committed text as a decoder prefix (with
         timestamp tokens Whisper closes the prefix's segment and stops, skipping the rest;
-        without them nothing tells it where the audio ends and it repeats itself).)
+        without them nothing tells it where the audio ends and it repeats itself). Nor would it
+        save time through CTranslate2: `generate` runs only the tokens up to the task tokens as
+        one batched forward pass, and decodes those after them one step at a time, forced or
+        not. base int8 on this 2-core VM, 8 s of speech: 31 tokens generated in 254 ms, 25 of
+        them forced and 6 generated in 249 ms; 50 tokens of previous text added 6 ms. A draft's
+        time (about 0.31 s) went to generation 55 %, the encoder 26 %, alignment 9 %.)
         """
         with self.whisper.recording_windows(window.word_times) as windows:
             segments, info = self.whisper.transcribe(

@@ -542,8 +542,11 @@ class TranscriptStream:
         the padded window), for which a sentence's last words waited 1.6-1.9 s. (base on
         shared/speech/longform, replayed with bench/commit_replay.py, seeds 0-2: p95 commit
         latency 1.90 s against 2.03, p50 1.02 against 1.04, streamed WER +2.84 points over
-        offline against +2.71, within the spread of seeds.) True once per pause: the pause's
-        speech is marked confirmed."""
+        offline against +2.71, within the spread of seeds. Tried: the confirming draft before
+        the pause pass too, where the pause had already reached `long_pause_seconds` while the
+        last draft ran: p95 1.82 s against 1.90, p50 1.01 against 1.03, but WER +2.98 against
+        +2.34, worse in every seed: the pause pass hears a sentence's last words better
+        than a draft.) True once per pause: the pause's speech is marked confirmed."""
         if not self._hypothesis:
             return False
         speech_end = self._tracker.last_speech_end
@@ -981,6 +984,14 @@ def skipped_ahead(committed: list[Word], words: list[Word]) -> bool:
     phrase ("that to secure the recognition of Flerov's right to vote, they must decide")
     heard only "They must decide.", with "They" aligned among the skipped words, where it was
     taken for a committed one and lost.
+
+    (Tried: the same for a prompted update whose new words repeat five or more of its prompt's,
+    packed into less audio than their letters take at 20 a second, Whisper having written its
+    prompt out again over the audio. In nine replays of base on shared/speech/longform
+    (bench/commit_replay.py, seeds 0-2) it fired twice, on one pass that had copied and one
+    that had run on past its audio with the prompt's next words; the buffer left unprompted
+    then heard "marshal" as "Martian". Pooled: p95 1.88 s, WER +2.40 points, against 1.90 s
+    and +2.34 without.)
     """
     keys = [key for key in map(_key, committed) if key]
     if len(keys) < SKIP_CHECK_WORDS:
